@@ -1,0 +1,25 @@
+"""Swap NUTS for DiGS in a NumPyro workflow and diagnose the result with ArviZ.
+
+    python examples/eight_schools.py
+"""
+
+import arviz as az
+import jax
+from numpyro.infer import MCMC
+
+from ppl_diffusion import DiGS
+from ppl_diffusion.models import eight_schools
+
+mcmc = MCMC(DiGS(eight_schools.model), num_warmup=500, num_samples=1000, num_chains=4,
+            chain_method="vectorized")
+mcmc.run(jax.random.PRNGKey(0), eight_schools.SIGMA, y=eight_schools.Y,
+         extra_fields=("mala_accept_prob", "init_accept"))
+mcmc.print_summary()
+
+idata = az.from_numpyro(mcmc)
+print(az.summary(idata, var_names=["mu", "tau"]))
+reference = eight_schools.reference_moments()
+print("exact posterior mean of mu, tau:", float(reference["mu"][0]), float(reference["tau"][0]))
+extra = mcmc.get_extra_fields()
+print("MALA acceptance per noise level:", extra["mala_accept_prob"].mean(0))
+print("independent-proposal acceptance per level:", extra["init_accept"].mean(0))

@@ -1,0 +1,223 @@
+import arviz as az
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+from numpyro.infer import MCMC
+
+from ppl_diffusion import DiGS, noise_schedule, ve_schedule, vp_schedule
+from ppl_diffusion.diagnostics import mode_coverage
+from ppl_diffusion.inference.digs import build_kernel, init
+from ppl_diffusion.inference.posterior import PointState, sample_denoising_posterior
+from ppl_diffusion.models import get_model
+from ppl_diffusion.peers import run_nuts_with_budget, thin_to
+from tests.helpers import assert_expectations_match
+
+MEAN = jnp.array([1.0, -2.0])
+COV = jnp.array([[1.0, 0.8], [0.8, 2.0]])
+
+
+def gaussian_model():
+    numpyro.sample("x", dist.MultivariateNormal(MEAN, COV))
+
+
+def run_digs(model, num_chains=4, num_warmup=300, num_samples=1000, seed=0, **kwargs):
+    model_args = kwargs.pop("model_args", ())
+    model_kwargs = kwargs.pop("model_kwargs", {})
+    chain_method = kwargs.pop("chain_method", "vectorized")
+    mcmc = MCMC(
+        DiGS(model, **kwargs),
+        num_warmup=num_warmup,
+        num_samples=num_samples,
+        num_chains=num_chains,
+        chain_method=chain_method,
+        progress_bar=False,
+    )
+    mcmc.run(
+        jax.random.PRNGKey(seed),
+        *model_args,
+        extra_fields=("init_accept", "mala_accept_prob", "num_nonfinite"),
+        **model_kwargs,
+    )
+    return mcmc
+
+
+def test_correlated_gaussian_moments():
+    mcmc = run_digs(gaussian_model)
+    x = np.asarray(mcmc.get_samples(group_by_chain=True)["x"])
+    f = np.concatenate([x, x**2, x[..., :1] * x[..., 1:]], axis=-1)
+    second = COV + jnp.outer(MEAN, MEAN)
+    expected = np.r_[MEAN, jnp.diag(second), second[0, 1]]
+    assert_expectations_match(f, expected)
+
+
+def test_step_size_adaptation_reaches_target_acceptance():
+    mcmc = run_digs(gaussian_model, num_chains=2)
+    acceptance = mcmc.get_extra_fields()["mala_accept_prob"].mean(0)
+    np.testing.assert_allclose(acceptance, 0.574, atol=0.08)
+
+
+def test_eight_schools_matches_exact_moments():
+    schools = get_model("eight_schools")
+    mcmc = run_digs(
+        schools.model,
+        num_warmup=500,
+        num_samples=1500,
+        model_args=schools.model_args,
+        model_kwargs=schools.model_kwargs,
+    )
+    samples = mcmc.get_samples(group_by_chain=True)
+    ref = schools.reference
+    f = np.concatenate(
+        [
+            np.stack([samples["mu"], samples["tau"], samples["mu"] ** 2], -1),
+            np.asarray(samples["theta"]),
+        ],
+        axis=-1,
+    )
+    expected = np.r_[ref["mu"][0], ref["tau"][0], ref["mu"][0] ** 2 + ref["mu"][1] ** 2, ref["theta"][0]]
+    assert_expectations_match(f, expected)
+    idata = az.from_numpyro(mcmc)
+    assert set(idata.posterior.data_vars) >= {"mu", "tau", "theta", "theta_tilde"}
+    assert float(az.rhat(idata)["mu"]) < 1.05
+
+
+def test_mog40_covers_all_modes_with_right_weights_where_nuts_does_not():
+    mog = get_model("mog40")
+    mcmc = run_digs(mog.model, num_chains=8, num_warmup=500, num_samples=2000, seed=1)
+    x = np.asarray(mcmc.get_samples(group_by_chain=True)["x"])
+    radius = 4 * mog.mode_std
+    digs_coverage = mode_coverage(x.reshape(-1, 2), mog.modes, radius)
+    # Thinned draws are close to independent, as the chi-square test assumes.
+    thinned = mode_coverage(thin_to(x, 2000), mog.modes, radius)
+    assert digs_coverage.num_visited == 40
+    assert thinned.chi2_pvalue > 0.01, thinned
+
+    budget = x.shape[0] * x.shape[1] * mcmc.sampler.gradient_evaluations_per_iteration
+    nuts = run_nuts_with_budget(
+        jax.random.PRNGKey(1), mog.model, budget, num_chains=8, num_warmup=500, min_draws=2000
+    )
+    assert nuts.gradient_evaluations >= budget
+    nuts_x = np.asarray(nuts.samples["x"])
+    nuts_coverage = mode_coverage(nuts_x.reshape(-1, 2), mog.modes, radius)
+    assert nuts_coverage.num_visited <= 25
+    assert mode_coverage(thin_to(nuts_x, 2000), mog.modes, radius).chi2_pvalue < 1e-6
+
+
+def test_chain_methods_give_the_same_draws():
+    # In float32, batched and unbatched arithmetic round differently and an accept/reject
+    # decision eventually flips; float64 keeps the three methods identical over the run.
+    draws = {}
+    with jax.enable_x64(True):
+        for method in ["sequential", "vectorized", "parallel"]:
+            mcmc = run_digs(
+                gaussian_model, num_chains=2, num_warmup=50, num_samples=100, chain_method=method
+            )
+            draws[method] = np.asarray(mcmc.get_samples(group_by_chain=True)["x"])
+    assert jax.local_device_count() == 2
+    assert draws["sequential"].dtype == np.float64
+    np.testing.assert_allclose(draws["vectorized"], draws["sequential"], atol=1e-8)
+    np.testing.assert_allclose(draws["parallel"], draws["sequential"], atol=1e-8)
+    assert not np.allclose(draws["sequential"][0], draws["sequential"][1])
+
+
+def test_denoising_move_leaves_the_posterior_invariant():
+    """Start from exact draws of p(x | x̃) for a Gaussian p; one move must keep that law."""
+    loc, scale, alpha, sigma = 1.5, 0.7, 0.6, 0.8
+    noisy = jnp.array([0.3, -1.0])
+    precision = 1 / scale**2 + alpha**2 / sigma**2
+    post_mean = (loc / scale**2 + alpha * noisy / sigma**2) / precision
+    post_sd = precision**-0.5
+
+    def logdensity(x):
+        return jnp.sum(dist.Normal(loc, scale).log_prob(x))
+
+    n = 20000
+    key_start, key_move = jax.random.split(jax.random.PRNGKey(3))
+    x0 = post_mean + post_sd * jax.random.normal(key_start, (n, 2))
+    start = jax.vmap(lambda x: init(x, logdensity))(x0)
+
+    def move(key, point):
+        return sample_denoising_posterior(key, point, noisy, alpha, sigma, logdensity, 0.3, 3)
+
+    moved, info = jax.vmap(move)(jax.random.split(key_move, n), start)
+    assert 0.05 < info.init_accepted.mean() < 0.95  # the MH initialisation really acts
+    x1 = np.asarray(moved.position)
+    np.testing.assert_allclose(x1.mean(0), post_mean, atol=5 * post_sd / np.sqrt(n))
+    np.testing.assert_allclose(x1.std(0), post_sd, rtol=5 / np.sqrt(2 * n))
+    np.testing.assert_allclose(moved.logdensity, jax.vmap(logdensity)(moved.position), rtol=1e-4)
+
+
+def test_digs_sweep_leaves_a_bimodal_target_invariant():
+    """Stationarity of a whole multi-level sweep, from exact draws of a 1-D two-mode mixture."""
+    weights, locs, scale = jnp.array([0.3, 0.7]), jnp.array([-3.0, 3.0]), 0.6
+    mixture = dist.MixtureSameFamily(dist.Categorical(weights), dist.Normal(locs, scale))
+
+    def logdensity(x):
+        return mixture.log_prob(x[0])
+
+    n = 40000
+    key_start, key_move = jax.random.split(jax.random.PRNGKey(4))
+    x0 = mixture.sample(key_start, (n,))[:, None]
+    kernel = build_kernel(vp_schedule([0.2, 0.6, 0.9]), num_mala_steps=2)
+    step_sizes = jnp.array([0.3, 0.2, 0.1])
+
+    def sweep(key, x):
+        return kernel(key, init(x, logdensity), logdensity, step_sizes)
+
+    moved, info = jax.vmap(sweep)(jax.random.split(key_move, n), x0)
+    x1 = np.asarray(moved.position[:, 0])
+    # Mass really moves between the modes, yet the right-mode fraction stays 0.7.
+    assert np.mean(np.sign(x1) != np.sign(np.asarray(x0[:, 0]))) > 0.05
+    assert abs(np.mean(x1 > 0) - 0.7) < 5 * np.sqrt(0.21 / n)
+    exact_mean = float(weights @ locs)
+    exact_var = scale**2 + float(weights @ locs**2) - exact_mean**2
+    assert abs(x1.mean() - exact_mean) < 5 * np.sqrt(exact_var / n)
+
+
+def test_non_finite_proposals_are_rejected_and_counted():
+    def potential(x):
+        # A wall where the density is undefined: the sampler must never step onto it.
+        return 0.5 * jnp.sum(x**2) + jnp.where(x[0] > 1.0, jnp.nan, 0.0)
+
+    mcmc = MCMC(
+        DiGS(potential_fn=potential),
+        num_warmup=200,
+        num_samples=500,
+        num_chains=2,
+        chain_method="vectorized",
+        progress_bar=False,
+    )
+    mcmc.run(jax.random.PRNGKey(0), init_params=jnp.zeros((2, 2)), extra_fields=("num_nonfinite",))
+    z = np.asarray(mcmc.get_samples())
+    assert np.all(np.isfinite(z)) and z[:, 0].max() <= 1.0
+    assert mcmc.get_extra_fields()["num_nonfinite"].sum() > 0
+    # Truncated normal mean E[x | x <= 1] = -phi(1)/Phi(1).
+    assert abs(z[:, 0].mean() - (-0.2876)) < 0.1
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: noise_schedule([1.0, 1.0], [0.5, 1.0]), "large to small noise"),
+        (lambda: noise_schedule([1.0, 1.0], [1.0, 0.0]), "σ must be positive"),
+        (lambda: noise_schedule([1.0, -1.0], [1.0, 0.5]), "α must be positive"),
+        (lambda: noise_schedule([1.0, 1.0], [1.0]), "equal length"),
+        (lambda: vp_schedule([0.5, 1.0]), r"lie in \(0, 1\)"),
+        (lambda: ve_schedule(1.0, 2.0, 3), "sigma_min <= sigma_max"),
+        (lambda: DiGS(gaussian_model, num_mala_steps=-1), "non-negative"),
+        (lambda: DiGS(gaussian_model, target_accept_prob=1.5), "target_accept_prob"),
+        (lambda: DiGS(), "exactly one"),
+    ],
+)
+def test_invalid_configuration_is_rejected(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_ve_schedule_is_valid_and_geometric():
+    schedule = ve_schedule(10.0, 0.1, 3)
+    np.testing.assert_allclose(schedule.sigmas, [10.0, 1.0, 0.1], rtol=1e-6)
+    np.testing.assert_allclose(schedule.alphas, 1.0)
