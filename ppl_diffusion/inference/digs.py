@@ -6,7 +6,7 @@ p(x | x̃)-invariant kernel (:func:`~ppl_diffusion.inference.posterior.sample_de
 Large noise levels let x jump between distant modes; small ones refine locally. Every move is a
 valid Gibbs or Metropolis–Hastings step, so the chain targets p(x) exactly.
 
-The functional core (:func:`init`, :func:`build_kernel`, :func:`step_size_adaptation`) follows
+The functional core (:func:`init`, :func:`build_kernel`) follows
 BlackJAX conventions; :class:`DiGS` wraps it as a NumPyro ``MCMCKernel``.
 """
 
@@ -17,13 +17,10 @@ from typing import Callable, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from blackjax.adaptation.step_size import dual_averaging_adaptation
 from numpyro.infer.initialization import init_to_uniform
-from numpyro.infer.mcmc import MCMCKernel
-from numpyro.util import identity, is_prng_key
 
+from ppl_diffusion.inference.base import FlatTargetKernel, StepSizeAdaptation
 from ppl_diffusion.inference.posterior import PointState, sample_denoising_posterior
-from ppl_diffusion.target import make_target
 
 Array = jax.Array
 
@@ -36,7 +33,6 @@ __all__ = [
     "DiGSInfo",
     "init",
     "build_kernel",
-    "step_size_adaptation",
     "DiGS",
     "DiGSKernelState",
 ]
@@ -157,15 +153,6 @@ def build_kernel(schedule: NoiseSchedule, num_mala_steps: int) -> Callable:
     return kernel
 
 
-def step_size_adaptation(target_accept_prob: float = 0.574):
-    """Dual averaging of the MALA step size, one independent scheme per noise level.
-
-    Returns ``(init, update, final)`` acting on arrays of per-level step sizes / acceptances.
-    """
-    da_init, da_update, da_final = dual_averaging_adaptation(target_accept_prob)
-    return jax.vmap(da_init), jax.vmap(da_update), jax.vmap(da_final)
-
-
 def initial_step_sizes(schedule: NoiseSchedule, step_size: float) -> Array:
     """The posterior p(x | x̃) is no wider than σ/α, so cap the MALA step there."""
     ratio = schedule.sigmas / schedule.alphas
@@ -186,7 +173,7 @@ class DiGSKernelState(NamedTuple):
     rng_key: Array
 
 
-class DiGS(MCMCKernel):
+class DiGS(FlatTargetKernel):
     """Diffusive Gibbs Sampling as a drop-in NumPyro kernel: ``MCMC(DiGS(model), ...)``.
 
     Args:
@@ -208,8 +195,6 @@ class DiGS(MCMCKernel):
     One iteration costs ``num_levels * (num_mala_steps + 1)`` gradient evaluations.
     """
 
-    sample_field = "z"
-
     def __init__(
         self,
         model: Callable | None = None,
@@ -221,72 +206,22 @@ class DiGS(MCMCKernel):
         target_accept_prob: float = 0.574,
         init_strategy: Callable = init_to_uniform,
     ):
-        if (model is None) == (potential_fn is None):
-            raise ValueError("Give exactly one of `model` or `potential_fn`.")
-        if not 0 < target_accept_prob < 1:
-            raise ValueError(
-                f"`target_accept_prob` must lie in (0, 1), got {target_accept_prob}."
-            )
+        super().__init__(model, potential_fn, init_strategy)
         if not step_size > 0:
             raise ValueError(f"`step_size` must be positive, got {step_size}.")
-        self._model = model
-        self._potential_fn = potential_fn
         self.schedule = default_schedule() if schedule is None else schedule
         if not isinstance(self.schedule, NoiseSchedule):
             raise TypeError("`schedule` must be a NoiseSchedule (see `noise_schedule`).")
         self.num_mala_steps = int(num_mala_steps)
         self._kernel = build_kernel(self.schedule, self.num_mala_steps)
         self._step_size = step_size
-        self._adapt_step_size = adapt_step_size
-        self._adapt_init, self._adapt_update, self._adapt_final = step_size_adaptation(
-            target_accept_prob
-        )
-        self._init_strategy = init_strategy
-        self._target = None
-        self._num_warmup = 0
-        self._sample_fn = None
-
-    @property
-    def model(self):
-        return self._model
-
-    @property
-    def target(self):
-        """The flat :class:`~ppl_diffusion.target.Target` built at ``init``."""
-        return self._target
-
-    @property
-    def default_fields(self):
-        return ("z",)
+        self._adaptation = StepSizeAdaptation(target_accept_prob, adapt_step_size)
 
     @property
     def gradient_evaluations_per_iteration(self) -> int:
         return self.schedule.num_levels * (self.num_mala_steps + 1)
 
-    def init(self, rng_key, num_warmup, init_params, model_args, model_kwargs):
-        self._num_warmup = int(num_warmup)
-        batched = not is_prng_key(rng_key)
-        split = jax.vmap(jax.random.split) if batched else jax.random.split
-        keys = split(rng_key)
-        rng_key, key_init = (keys[:, 0], keys[:, 1]) if batched else (keys[0], keys[1])
-        self._target, positions = make_target(
-            key_init,
-            model=self._model,
-            potential_fn=self._potential_fn,
-            init_params=init_params,
-            model_args=model_args,
-            model_kwargs=model_kwargs,
-            init_strategy=self._init_strategy,
-        )
-        if batched:
-            state = jax.vmap(self._init_state)(positions, rng_key)
-            self._sample_fn = jax.vmap(self._sample_one)
-        else:
-            state = self._init_state(positions, rng_key)
-            self._sample_fn = self._sample_one
-        return state
-
-    def _init_state(self, position, rng_key) -> DiGSKernelState:
+    def init_state(self, position, rng_key) -> DiGSKernelState:
         point = init(position, self._target.logdensity_fn)
         dtype = point.position.dtype
         step_sizes = initial_step_sizes(self.schedule, self._step_size).astype(dtype)
@@ -297,33 +232,21 @@ class DiGS(MCMCKernel):
             logdensity=point.logdensity,
             logdensity_grad=point.logdensity_grad,
             step_size=step_sizes,
-            adapt_state=self._adapt_init(step_sizes),
+            adapt_state=self._adaptation.init(step_sizes),
             init_accept=jnp.zeros(num_levels, dtype),
             mala_accept_prob=jnp.zeros(num_levels, dtype),
             num_nonfinite=jnp.array(0),
             rng_key=rng_key,
         )
 
-    def _sample_one(self, state: DiGSKernelState) -> DiGSKernelState:
+    def sample_one(self, state: DiGSKernelState) -> DiGSKernelState:
         rng_key, key_step = jax.random.split(state.rng_key)
         point = PointState(state.z, state.logdensity, state.logdensity_grad)
         point, info = self._kernel(key_step, point, self._target.logdensity_fn, state.step_size)
-        adapt_state, step_size = state.adapt_state, state.step_size
-        if self._adapt_step_size:
-            in_warmup = state.i < self._num_warmup
-            updated = self._adapt_update(adapt_state, info.mala_acceptance)
-            adapt_state = jax.tree.map(
-                lambda new, old: jnp.where(in_warmup, new, old), updated, adapt_state
-            )
-            step_size = jnp.where(
-                in_warmup,
-                jnp.where(
-                    state.i == self._num_warmup - 1,
-                    self._adapt_final(adapt_state),
-                    jnp.exp(adapt_state.log_step_size),
-                ),
-                step_size,
-            )
+        adapt_state, step_size = self._adaptation.update(
+            state.adapt_state, state.step_size, info.mala_acceptance, state.i, self._num_warmup
+        )
+        dtype = point.position.dtype
         return DiGSKernelState(
             i=state.i + 1,
             z=point.position,
@@ -331,24 +254,13 @@ class DiGS(MCMCKernel):
             logdensity_grad=point.logdensity_grad,
             step_size=step_size,
             adapt_state=adapt_state,
-            init_accept=info.init_accepted.astype(point.position.dtype),
-            mala_accept_prob=info.mala_acceptance.astype(point.position.dtype),
+            init_accept=info.init_accepted.astype(dtype),
+            mala_accept_prob=info.mala_acceptance.astype(dtype),
             num_nonfinite=info.num_nonfinite,
             rng_key=rng_key,
         )
-
-    def sample(self, state, model_args, model_kwargs):
-        if self._sample_fn is None:
-            raise RuntimeError("`init` must be called before `sample`.")
-        return self._sample_fn(state)
-
-    def postprocess_fn(self, model_args, model_kwargs):
-        if self._target is None:
-            return identity
-        return self._target.postprocess_fn
 
     def get_diagnostics_str(self, state):
         init_acc = " ".join(f"{a:.2f}" for a in np.atleast_1d(np.asarray(state.init_accept)))
         mala_acc = " ".join(f"{a:.2f}" for a in np.atleast_1d(np.asarray(state.mala_accept_prob)))
         return f"init acc [{init_acc}], MALA acc [{mala_acc}]"
-
