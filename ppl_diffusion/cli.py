@@ -50,6 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--warmup", type=int, default=500)
     demo.add_argument("--samples", type=int, default=2000)
     demo.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder")
+    bench = commands.add_parser(
+        "bench", help="DiGS vs parallel tempering, NUTS and tempered SMC at equal gradient budgets"
+    )
+    _add_common(bench)
+    bench.add_argument("--quick", action="store_true", help="small budgets, two cases, one seed")
+    bench.add_argument("--seeds", type=int, default=None, help="seeds per case (default 3; 1 quick)")
+    bench.add_argument("--only", nargs="+", default=None, help="run only these cases")
+    bench.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output folder")
     return parser
 
 
@@ -68,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
             num_samples=args.samples,
             seed=args.seed,
             out_dir=args.out,
+        )
+    elif args.command == "bench":
+        from ppl_diffusion.bench import run_benchmarks
+
+        run_benchmarks(
+            quick=args.quick, seed=args.seed, num_seeds=args.seeds, out_dir=args.out, only=args.only
         )
     return 0
 

@@ -54,7 +54,13 @@ def _is_tracer(x) -> bool:
     return isinstance(x, jax.core.Tracer)
 
 
-def check_model(model: Callable, model_args=(), model_kwargs=None, rng_key=None) -> dict:
+def check_model(
+    model: Callable,
+    model_args=(),
+    model_kwargs=None,
+    rng_key=None,
+    init_strategy: Callable = init_to_uniform,
+) -> dict:
     """Run the model once and reject what a continuous sampler cannot handle.
 
     Returns the model trace. Raises ``ValueError`` naming discrete latent sites, or saying the
@@ -65,9 +71,10 @@ def check_model(model: Callable, model_args=(), model_kwargs=None, rng_key=None)
     if not is_prng_key(rng_key):
         rng_key = rng_key.reshape((-1, rng_key.shape[-1]))[0]
     try:
-        trace = handlers.trace(handlers.seed(model, rng_key)).get_trace(
-            *model_args, **model_kwargs
-        )
+        # Substituting initial values lets models with improper sites (ImproperUniform plus a
+        # factor, the NumPyro idiom for a raw density) run.
+        seeded = handlers.substitute(handlers.seed(model, rng_key), substitute_fn=init_strategy)
+        trace = handlers.trace(seeded).get_trace(*model_args, **model_kwargs)
     except Exception as err:
         raise ValueError(
             f"Running the model raised {type(err).__name__}: {err}. "
@@ -128,7 +135,7 @@ def make_target(
 
     if model is not None:
         if not _is_tracer(rng_key):
-            check_model(model, model_args, model_kwargs, rng_key)
+            check_model(model, model_args, model_kwargs, rng_key, init_strategy)
         info = initialize_model(
             rng_key,
             model,

@@ -184,7 +184,9 @@ class DiGS(FlatTargetKernel):
             :func:`default_schedule`, six VP levels. For multimodal targets whose modes are
             far apart compared to their width, use a ladder whose largest σ/α reaches the
             distance between modes.
-        num_mala_steps: MALA refinement steps per level and iteration.
+        num_mala_steps: MALA refinement steps per level and iteration. With 0, each level is a
+            single independent Metropolis–Hastings move (cheap mode hopping in low dimension);
+            its gradient is still evaluated and counted.
         step_size: initial MALA step size (capped per level at (σ/α)²/4).
         adapt_step_size: adapt each level's step size during warmup by dual averaging.
         target_accept_prob: MALA acceptance targeted by adaptation.
@@ -215,7 +217,10 @@ class DiGS(FlatTargetKernel):
         self.num_mala_steps = int(num_mala_steps)
         self._kernel = build_kernel(self.schedule, self.num_mala_steps)
         self._step_size = step_size
-        self._adaptation = StepSizeAdaptation(target_accept_prob, adapt_step_size)
+        # With no MALA steps there is no acceptance to adapt to.
+        self._adaptation = StepSizeAdaptation(
+            target_accept_prob, adapt_step_size and self.num_mala_steps > 0
+        )
 
     @property
     def gradient_evaluations_per_iteration(self) -> int:

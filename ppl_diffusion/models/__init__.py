@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from ppl_diffusion.models import eight_schools, mog40
+from ppl_diffusion.models import dw4, eight_schools, funnel, logistic_regression, many_well, mog40
 from ppl_diffusion.models.base import BuiltinModel
 
 _REGISTRY = {
     "mog40": mog40.builtin,
     "eight_schools": eight_schools.builtin,
+    "many_well": many_well.builtin,
+    "funnel": funnel.builtin,
+    "logistic_regression": logistic_regression.builtin,
+    "dw4": dw4.builtin,
 }
 
 
@@ -23,4 +27,14 @@ def get_model(name: str) -> BuiltinModel:
         raise ValueError(f"Unknown model {name!r}; available: {available()}.") from None
 
 
-__all__ = ["BuiltinModel", "available", "get_model", "eight_schools", "mog40"]
+__all__ = [
+    "BuiltinModel",
+    "available",
+    "get_model",
+    "dw4",
+    "eight_schools",
+    "funnel",
+    "logistic_regression",
+    "many_well",
+    "mog40",
+]

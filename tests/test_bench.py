@@ -1,0 +1,25 @@
+import json
+
+import pytest
+
+from ppl_diffusion.bench import run_benchmarks
+
+
+def test_quick_benchmark_writes_table_json_and_plot(tmp_path, capsys):
+    results = run_benchmarks(quick=True, out_dir=tmp_path, only=["eight_schools"])
+    saved = json.loads((tmp_path / "bench_quick.json").read_text())
+    assert (tmp_path / "bench_quick.png").stat().st_size > 0
+    samplers = saved["eight_schools"]["samplers"]
+    assert set(samplers) == {"DiGS", "PT", "NUTS"}
+    assert samplers["NUTS"]["ess_per_grad_vs_nuts"]["mean"] == pytest.approx(1.0)
+    budget = saved["eight_schools"]["budget_per_chain"] * saved["eight_schools"]["num_chains"]
+    for row in samplers.values():
+        # Equal budgets: every sampler used the budget, none much more.
+        assert budget * 0.95 <= row["gradient_evaluations"]["mean"] <= budget * 1.1
+    assert results == saved
+    assert "ess_per_grad_vs_nuts" in capsys.readouterr().out
+
+
+def test_unknown_case_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="Unknown benchmark case"):
+        run_benchmarks(quick=True, out_dir=tmp_path, only=["nonexistent"])
