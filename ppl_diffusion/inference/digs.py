@@ -20,7 +20,7 @@ import numpy as np
 from numpyro.infer.initialization import init_to_uniform
 
 from ppl_diffusion.inference.base import FlatTargetKernel, StepSizeAdaptation
-from ppl_diffusion.inference.posterior import PointState, sample_denoising_posterior
+from ppl_diffusion.inference.posterior import PROPOSALS, PointState, sample_denoising_posterior
 
 Array = jax.Array
 
@@ -119,14 +119,24 @@ def init(position: Array, logdensity_fn: Callable) -> PointState:
     return PointState(position, logdensity, logdensity_grad)
 
 
-def build_kernel(schedule: NoiseSchedule, num_mala_steps: int) -> Callable:
+def build_kernel(
+    schedule: NoiseSchedule,
+    num_mala_steps: int,
+    proposal: str = "independent",
+    num_probes: int = 8,
+) -> Callable:
     """A DiGS sweep over every level of ``schedule``.
+
+    ``proposal`` selects the Metropolis–Hastings proposal of each denoising move (see
+    :func:`~ppl_diffusion.inference.posterior.sample_denoising_posterior`).
 
     Returns ``kernel(rng_key, state, logdensity_fn, step_sizes) -> (state, DiGSInfo)`` where
     ``step_sizes`` holds one MALA step size per level.
     """
     if num_mala_steps < 0:
         raise ValueError(f"`num_mala_steps` must be non-negative, got {num_mala_steps}.")
+    if proposal not in PROPOSALS:
+        raise ValueError(f"`proposal` must be one of {PROPOSALS}, got {proposal!r}.")
 
     def kernel(rng_key, state: PointState, logdensity_fn, step_sizes):
         def one_level(point, level):
@@ -143,6 +153,8 @@ def build_kernel(schedule: NoiseSchedule, num_mala_steps: int) -> Callable:
                 logdensity_fn,
                 step_size,
                 num_mala_steps,
+                proposal,
+                num_probes,
             )
 
         keys = jax.random.split(rng_key, schedule.num_levels)
@@ -191,10 +203,15 @@ class DiGS(FlatTargetKernel):
         adapt_step_size: adapt each level's step size during warmup by dual averaging.
         target_accept_prob: MALA acceptance targeted by adaptation.
         init_strategy: NumPyro initialisation strategy.
+        proposal: the denoising move's MH proposal: ``"independent"`` N(x̃/α, σ²/α²), or a
+            Gaussian moment-matched to p(x | x̃) from the target's score and its Jacobian
+            (``"full"``), Hutchinson diagonal (``"diag"``) or trace (``"iso"``).
+        num_probes: Rademacher probes for the ``"diag"``/``"iso"`` proposals.
 
     Extra fields: ``init_accept`` (per level), ``mala_accept_prob`` (per level),
     ``num_nonfinite`` (rejected non-finite proposals in the iteration), ``step_size``.
-    One iteration costs ``num_levels * (num_mala_steps + 1)`` gradient evaluations.
+    One iteration costs ``num_levels * (num_mala_steps + 1)`` gradient evaluations with the
+    independent proposal (see :attr:`gradient_evaluations_per_iteration`).
     """
 
     def __init__(
@@ -207,6 +224,8 @@ class DiGS(FlatTargetKernel):
         adapt_step_size: bool = True,
         target_accept_prob: float = 0.574,
         init_strategy: Callable = init_to_uniform,
+        proposal: str = "independent",
+        num_probes: int = 8,
     ):
         super().__init__(model, potential_fn, init_strategy)
         if not step_size > 0:
@@ -215,7 +234,8 @@ class DiGS(FlatTargetKernel):
         if not isinstance(self.schedule, NoiseSchedule):
             raise TypeError("`schedule` must be a NoiseSchedule (see `noise_schedule`).")
         self.num_mala_steps = int(num_mala_steps)
-        self._kernel = build_kernel(self.schedule, self.num_mala_steps)
+        self.proposal, self.num_probes = proposal, int(num_probes)
+        self._kernel = build_kernel(self.schedule, self.num_mala_steps, proposal, num_probes)
         self._step_size = step_size
         # With no MALA steps there is no acceptance to adapt to.
         self._adaptation = StepSizeAdaptation(
@@ -224,7 +244,17 @@ class DiGS(FlatTargetKernel):
 
     @property
     def gradient_evaluations_per_iteration(self) -> int:
-        return self.schedule.num_levels * (self.num_mala_steps + 1)
+        """Target gradients (or Jacobian-vector products) one iteration costs."""
+        per_level = self.num_mala_steps + 1
+        if self.proposal != "independent":
+            # the score at x̃/α, plus its Jacobian (one jvp per dimension) or probes
+            if self.proposal == "full":
+                if self._target is None:
+                    raise RuntimeError("The cost of a full-covariance proposal is known after `init`.")
+                per_level += 1 + self._target.dim
+            else:
+                per_level += 1 + self.num_probes
+        return self.schedule.num_levels * per_level
 
     def init_state(self, position, rng_key) -> DiGSKernelState:
         point = init(position, self._target.logdensity_fn)
