@@ -54,7 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="DiGS vs parallel tempering, NUTS and tempered SMC at equal gradient budgets"
     )
     _add_common(bench)
-    bench.add_argument("--quick", action="store_true", help="small budgets, two cases, one seed")
+    bench.add_argument(
+        "--suite",
+        choices=["samplers", "pseudo-gibbs"],
+        default="samplers",
+        help="samplers: DiGS vs peers (default); pseudo-gibbs: clean samples from noisy energy models",
+    )
+    bench.add_argument("--quick", action="store_true", help="small budgets, fewer cases, one seed")
     bench.add_argument("--seeds", type=int, default=None, help="seeds per case (default 3; 1 quick)")
     bench.add_argument("--only", nargs="+", default=None, help="run only these cases")
     bench.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output folder")
@@ -77,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             out_dir=args.out,
         )
+    elif args.command == "bench" and args.suite == "pseudo-gibbs":
+        from ppl_diffusion.bench_pseudo_gibbs import run_pseudo_gibbs_benchmarks
+
+        run_pseudo_gibbs_benchmarks(quick=args.quick, seed=args.seed, out_dir=args.out)
     elif args.command == "bench":
         from ppl_diffusion.bench import run_benchmarks
 

@@ -23,3 +23,20 @@ def test_quick_benchmark_writes_table_json_and_plot(tmp_path, capsys):
 def test_unknown_case_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="Unknown benchmark case"):
         run_benchmarks(quick=True, out_dir=tmp_path, only=["nonexistent"])
+
+
+def test_quick_pseudo_gibbs_benchmark_writes_results(tmp_path):
+    from ppl_diffusion.bench_pseudo_gibbs import run_pseudo_gibbs_benchmarks
+
+    results = run_pseudo_gibbs_benchmarks(quick=True, out_dir=tmp_path)
+    methods = results["mog4"]["methods"]
+    assert set(methods) == {
+        "pseudo-Gibbs full", "pseudo-Gibbs diag", "pseudo-Gibbs iso", "Langevin + Tweedie",
+        "clean data (2nd set)",
+    }
+    # Even a quick fit lands every sampler within 3× the clean-vs-clean MMD floor.
+    floor = methods["clean data (2nd set)"]["mmd"]
+    assert all(row["mmd"] < 3 * floor for row in methods.values())
+    assert results["throughput"]["diag_steps_per_s"] > 0
+    assert (tmp_path / "pseudo_gibbs_quick.png").stat().st_size > 0
+    assert json.loads((tmp_path / "pseudo_gibbs_quick.json").read_text())["mog4"]

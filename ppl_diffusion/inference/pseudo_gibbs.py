@@ -34,19 +34,31 @@ from ppl_diffusion.inference.posterior import GaussianProposal, moment_matched_p
 Array = jax.Array
 
 COVARIANCES = ("full", "diag", "iso")
+ENVELOPE_WIDTH = 5.0
+"""The energy's Gaussian envelope is this many times the data's overall spread."""
 
 
 # ------------------------------------------------------------------------------ noisy energy
 class EnergyMLP(eqx.Module):
-    """Scalar energy f(x̃) = MLP(x̃); its negative gradient is the model score."""
+    """Energy f(x̃) = MLP(x̃) + ‖(x̃ − centre)/envelope‖²/2; its negative gradient is the score.
+
+    An MLP alone can keep decreasing away from the data, where DSM never sees a sample, and
+    chains then drift off to infinity. The fixed Gaussian envelope, much wider than the data,
+    keeps the model normalisable without shaping it where the data are.
+    """
 
     mlp: eqx.nn.MLP
+    centre: Array
+    envelope: Array
 
-    def __init__(self, dim, width, depth, key):
+    def __init__(self, dim, width, depth, key, centre=None, envelope=None):
         self.mlp = eqx.nn.MLP(dim, "scalar", width, depth, activation=jax.nn.swish, key=key)
+        self.centre = jnp.zeros(dim) if centre is None else jnp.asarray(centre)
+        self.envelope = jnp.full(dim, 1e3) if envelope is None else jnp.asarray(envelope)
 
     def __call__(self, x):
-        return self.mlp(x)
+        centre, envelope = jax.lax.stop_gradient((self.centre, self.envelope))
+        return self.mlp(x) + 0.5 * jnp.sum(((x - centre) / envelope) ** 2)
 
 
 class NoisyEnergyModel(NamedTuple):
@@ -90,7 +102,9 @@ def fit_noisy_energy(
     if not sigma > 0:
         raise ValueError(f"`sigma` must be positive, got {sigma}.")
     key_init, key_train, key_iso = jax.random.split(rng_key, 3)
-    energy = EnergyMLP(data.shape[1], width, depth, key_init)
+    spread = jnp.sqrt(jnp.sum(data.var(0))) + sigma
+    energy = EnergyMLP(data.shape[1], width, depth, key_init, data.mean(0),
+                       jnp.full(data.shape[1], ENVELOPE_WIDTH * spread))
     optimizer = optax.apply_if_finite(
         optax.chain(optax.clip_by_global_norm(10.0), optax.adam(learning_rate)), 100
     )

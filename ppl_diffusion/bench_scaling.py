@@ -1,0 +1,84 @@
+"""Throughput of DiGS chains on one device against all local devices (CPU host devices or GPUs).
+
+Used by ``benchmarks/scaling.py`` (CPU with forced host devices) and ``benchmarks/gpu.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from numpyro.infer import MCMC
+
+from ppl_diffusion.demo import format_table
+from ppl_diffusion.inference.digs import DiGS
+from ppl_diffusion.models import get_model
+from ppl_diffusion.parallel import sharded_chains
+
+
+def _timed_run(chain_method, num_chains, num_warmup, num_samples, seed=0):
+    model = get_model("mog40").model
+    mcmc = MCMC(DiGS(model), num_warmup=num_warmup, num_samples=num_samples,
+                num_chains=num_chains, chain_method=chain_method, progress_bar=False)
+    mcmc.run(jax.random.PRNGKey(seed))  # compiles
+    jax.block_until_ready(mcmc.get_samples())
+    start = time.perf_counter()
+    mcmc.run(jax.random.PRNGKey(seed + 1))
+    draws = jax.block_until_ready(mcmc.get_samples()["x"])
+    return time.perf_counter() - start, np.asarray(draws)
+
+
+def measure_scaling(num_chains: int = 8, num_warmup: int = 500, num_samples: int = 4000,
+                    out_dir: Path | None = None, label: str = "scaling") -> dict:
+    """Wall time (after compilation) of the same DiGS run on one device and sharded over all."""
+    devices = jax.devices()
+    one_time, one_draws = _timed_run(sharded_chains(devices[:1]), num_chains, num_warmup, num_samples)
+    all_time, all_draws = _timed_run(sharded_chains(devices), num_chains, num_warmup, num_samples)
+    total_draws = num_chains * num_samples
+    result = {
+        "platform": devices[0].platform,
+        "device_kind": devices[0].device_kind,
+        "num_devices": len(devices),
+        "num_chains": num_chains,
+        "iterations_per_chain": num_warmup + num_samples,
+        "one_device_s": one_time,
+        "all_devices_s": all_time,
+        "speedup": one_time / all_time,
+        "draws_per_s_one_device": total_draws / one_time,
+        "draws_per_s_all_devices": total_draws / all_time,
+        "draws_per_s_per_device": total_draws / all_time / len(devices),
+        "same_draws_max_abs_diff": float(np.max(np.abs(one_draws - all_draws))),
+    }
+    rows = [
+        ["1", f"{one_time:.2f}", f"{result['draws_per_s_one_device']:.0f}", "1.00"],
+        [str(len(devices)), f"{all_time:.2f}", f"{result['draws_per_s_all_devices']:.0f}",
+         f"{result['speedup']:.2f}"],
+    ]
+    print(f"DiGS on mog40, {num_chains} chains × {num_warmup + num_samples} iterations, "
+          f"{devices[0].platform} ({devices[0].device_kind}), after compilation\n")
+    print(format_table(["devices", "wall time (s)", "draws/s", "speedup"], rows))
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / f"{label}.json").write_text(json.dumps(result, indent=2))
+        _plot(result, out_dir / f"{label}.png")
+        print(f"\nWrote {out_dir / (label + '.json')} and {out_dir / (label + '.png')}")
+    return result
+
+
+def _plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 3.5))
+    ax.bar(["1 device", f"{result['num_devices']} devices"],
+           [result["draws_per_s_one_device"], result["draws_per_s_all_devices"]])
+    ax.set_ylabel("DiGS draws per second")
+    ax.set_title(f"{result['platform']}: speed-up {result['speedup']:.2f}×")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
