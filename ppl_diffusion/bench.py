@@ -34,7 +34,7 @@ from ppl_diffusion.inference.digs import DiGS, vp_schedule
 from ppl_diffusion.inference.tempering import ParallelTempering
 from ppl_diffusion.models import dw4, get_model, many_well
 from ppl_diffusion.peers import run_nuts_with_budget, run_tempered_smc, thin_to
-from ppl_diffusion.target import make_target
+from ppl_diffusion.target import check_model, make_target
 
 NUM_POINTS = 4000
 """Points compared with the reference by MMD, thinned evenly from all chains: enough that the
@@ -148,13 +148,7 @@ def _flat_draws(samples: dict, names: list[str]) -> np.ndarray:
 
 
 def model_latent_sites(builtin) -> list[str]:
-    from numpyro import handlers
-    from numpyro.infer.initialization import init_to_uniform
-
-    seeded = handlers.substitute(
-        handlers.seed(builtin.model, jax.random.PRNGKey(0)), substitute_fn=init_to_uniform
-    )
-    trace = handlers.trace(seeded).get_trace(*builtin.model_args, **builtin.model_kwargs)
+    trace = check_model(builtin.model, builtin.model_args, builtin.model_kwargs)
     return sorted(n for n, s in trace.items() if s["type"] == "sample" and not s["is_observed"])
 
 

@@ -170,6 +170,7 @@ class DiffusiveSampler:
             self.critic = Encoder(self.dim, self.latent_dim, width, depth, key_critic)
         self.num_steps_trained = 0
         self.history: list[dict] = []
+        self._state: TrainState | None = None
 
     # ----------------------------------------------------------------------------- sampling
     def sample_unconstrained(self, rng_key: Array, num_samples: int) -> Array:
@@ -261,9 +262,8 @@ class DiffusiveSampler:
     def _current_state(self, rng_key: Array) -> TrainState:
         """Training state to continue from: the last one, or fresh optimiser states. Adam's state
         has the same structure whatever the learning rate, so one template serves all."""
-        state = getattr(self, "_state", None)
-        if state is not None:
-            return state._replace(rng_key=rng_key)
+        if self._state is not None:
+            return self._state._replace(rng_key=rng_key)
         template = _optimizer(1e-3, 10.0)
         return TrainState(
             self.generator,
