@@ -20,7 +20,12 @@ import numpy as np
 from numpyro.infer.initialization import init_to_uniform
 
 from ppl_diffusion.inference.base import FlatTargetKernel, StepSizeAdaptation
-from ppl_diffusion.inference.posterior import PROPOSALS, PointState, sample_denoising_posterior
+from ppl_diffusion.inference.posterior import (
+    PROPOSALS,
+    PointState,
+    init_point,
+    sample_denoising_posterior,
+)
 
 Array = jax.Array
 
@@ -115,8 +120,7 @@ class DiGSInfo(NamedTuple):
 
 
 def init(position: Array, logdensity_fn: Callable) -> PointState:
-    logdensity, logdensity_grad = jax.value_and_grad(logdensity_fn)(position)
-    return PointState(position, logdensity, logdensity_grad)
+    return init_point(position, logdensity_fn)
 
 
 def build_kernel(

@@ -42,32 +42,38 @@ def is_finite_point(logdensity: Array, logdensity_grad: Array) -> Array:
     return jnp.isfinite(logdensity) & jnp.all(jnp.isfinite(logdensity_grad))
 
 
+def init_point(position: Array, logdensity_fn: Callable) -> PointState:
+    logdensity, logdensity_grad = jax.value_and_grad(logdensity_fn)(position)
+    return PointState(position, logdensity, logdensity_grad)
+
+
 def denoising_logdensity(
-    logdensity_fn: Callable, noisy: Array, alpha: Array, sigma: Array
+    logdensity_fn: Callable, noisy: Array, alpha: Array, sigma: Array, beta: Array = 1.0
 ) -> Callable:
-    """log p(x | x̃) up to a constant."""
+    """log p(x | x̃) up to a constant; with ``beta`` < 1 the AIS bridge p(x)^β N(x̃; αx, σ²)."""
 
     def fn(x):
-        return logdensity_fn(x) - jnp.sum((noisy - alpha * x) ** 2) / (2 * sigma**2)
+        return beta * logdensity_fn(x) - jnp.sum((noisy - alpha * x) ** 2) / (2 * sigma**2)
 
     return fn
 
 
-def _to_posterior(point: PointState, noisy, alpha, sigma) -> mala.MALAState:
+def _to_posterior(point: PointState, noisy, alpha, sigma, beta=1.0) -> mala.MALAState:
+    """The MALA state on :func:`denoising_logdensity` at ``point``, without re-evaluating p."""
     residual = noisy - alpha * point.position
     return mala.MALAState(
         point.position,
-        point.logdensity - jnp.sum(residual**2) / (2 * sigma**2),
-        point.logdensity_grad + alpha * residual / sigma**2,
+        beta * point.logdensity - jnp.sum(residual**2) / (2 * sigma**2),
+        beta * point.logdensity_grad + alpha * residual / sigma**2,
     )
 
 
-def _from_posterior(state: mala.MALAState, noisy, alpha, sigma) -> PointState:
+def _from_posterior(state: mala.MALAState, noisy, alpha, sigma, beta=1.0) -> PointState:
     residual = noisy - alpha * state.position
     return PointState(
         state.position,
-        state.logdensity + jnp.sum(residual**2) / (2 * sigma**2),
-        state.logdensity_grad - alpha * residual / sigma**2,
+        (state.logdensity + jnp.sum(residual**2) / (2 * sigma**2)) / beta,
+        (state.logdensity_grad - alpha * residual / sigma**2) / beta,
     )
 
 
@@ -182,8 +188,8 @@ def sample_denoising_posterior(
         key_build, center, scale, jax.grad(logdensity_fn), proposal, num_probes, noisy_score=False
     )
     candidate = gaussian.sample(key_proposal)
-    candidate_logdensity, candidate_grad = jax.value_and_grad(logdensity_fn)(candidate)
-    candidate_finite = is_finite_point(candidate_logdensity, candidate_grad) & jnp.all(
+    proposed = init_point(candidate, logdensity_fn)
+    candidate_finite = is_finite_point(proposed.logdensity, proposed.logdensity_grad) & jnp.all(
         jnp.isfinite(candidate)
     )
 
@@ -191,16 +197,12 @@ def sample_denoising_posterior(
         # p(x | x̃) ∝ p(x) N(x; x̃/α, σ²/α² I)
         return logdensity - jnp.sum((x - center) ** 2) / (2 * scale**2) - gaussian.log_prob(x)
 
-    log_ratio = log_target_over_proposal(candidate, candidate_logdensity) - log_target_over_proposal(
+    log_ratio = log_target_over_proposal(candidate, proposed.logdensity) - log_target_over_proposal(
         point.position, point.logdensity
     )
     log_ratio = jnp.where(candidate_finite & ~jnp.isnan(log_ratio), log_ratio, -jnp.inf)
     accept = jnp.log(jax.random.uniform(key_accept)) < log_ratio
-    point = jax.tree.map(
-        lambda new, old: jnp.where(accept, new, old),
-        PointState(candidate, candidate_logdensity, candidate_grad),
-        point,
-    )
+    point = jax.tree.map(lambda new, old: jnp.where(accept, new, old), proposed, point)
 
     posterior_logdensity_fn = denoising_logdensity(logdensity_fn, noisy, alpha, sigma)
     state = _to_posterior(point, noisy, alpha, sigma)
@@ -275,43 +277,42 @@ def estimate_denoising_posterior(
     step_size = jnp.minimum(max_step_size, 0.25 * scale**2)
     key_init, key_bridges, key_resample, key_refine = jax.random.split(rng_key, 4)
     dim = noisy.shape[-1]
-    x = noisy / alpha + scale * jax.random.normal(key_init, (num_particles, dim))
+    start = noisy / alpha + scale * jax.random.normal(key_init, (num_particles, dim))
+    points = jax.vmap(lambda x: init_point(x, logdensity_fn))(start)
     betas = jnp.linspace(0.0, 1.0, num_bridges + 1)
 
-    def bridge_logdensity(beta):
-        def fn(x):
-            return beta * logdensity_fn(x) - jnp.sum((noisy - alpha * x) ** 2) / (2 * sigma**2)
-
-        return fn
-
+    # Particles carry log p and its gradient, so each bridge costs one MALA step and no
+    # re-evaluation: the weight increment and the bridge's MALA state both derive from them.
     def anneal(carry, inputs):
-        x, log_weights = carry
+        points, log_weights = carry
         beta_prev, beta, key = inputs
-        log_p = jax.vmap(logdensity_fn)(x)
-        log_weights = log_weights + (beta - beta_prev) * jnp.where(jnp.isfinite(log_p), log_p, -jnp.inf)
-        bridge = bridge_logdensity(beta)
+        log_p = jnp.where(jnp.isfinite(points.logdensity), points.logdensity, -jnp.inf)
+        log_weights = log_weights + (beta - beta_prev) * log_p
+        bridge = denoising_logdensity(logdensity_fn, noisy, alpha, sigma, beta)
 
-        def move(key, x):
-            state = mala.init(x, bridge)
+        def move(key, point):
+            state = _to_posterior(point, noisy, alpha, sigma, beta)
             state, _, _ = run_mala(key, state, bridge, step_size, 1)
-            return state.position
+            return _from_posterior(state, noisy, alpha, sigma, beta)
 
-        x = jax.vmap(move)(jax.random.split(key, num_particles), x)
-        return (x, log_weights), None
+        points = jax.vmap(move)(jax.random.split(key, num_particles), points)
+        return (points, log_weights), None
 
     steps = (betas[:-1], betas[1:], jax.random.split(key_bridges, num_bridges))
-    (x, log_weights), _ = jax.lax.scan(anneal, (x, jnp.zeros(num_particles)), steps)
+    (points, log_weights), _ = jax.lax.scan(anneal, (points, jnp.zeros(num_particles)), steps)
     log_normaliser = jax.scipy.special.logsumexp(log_weights) - jnp.log(num_particles)
     gumbel = jax.random.gumbel(key_resample, (num_particles, num_particles))
-    x = x[jnp.argmax(log_weights[None, :] + gumbel, axis=-1)]
+    chosen = jnp.argmax(log_weights[None, :] + gumbel, axis=-1)
+    points = jax.tree.map(lambda v: v[chosen], points)
 
     posterior = denoising_logdensity(logdensity_fn, noisy, alpha, sigma)
 
-    def refine(key, x):
-        state, _, _ = run_mala(key, mala.init(x, posterior), posterior, step_size, num_mala_steps)
+    def refine(key, point):
+        state = _to_posterior(point, noisy, alpha, sigma)
+        state, _, _ = run_mala(key, state, posterior, step_size, num_mala_steps)
         return _from_posterior(state, noisy, alpha, sigma)
 
-    points = jax.vmap(refine)(jax.random.split(key_refine, num_particles), x)
+    points = jax.vmap(refine)(jax.random.split(key_refine, num_particles), points)
     return PosteriorEstimate(
         points.position,
         points.position.mean(0),

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ppl_diffusion.inference.base import FlatTargetKernel
 from ppl_diffusion.inference.digs import DiGS, ve_schedule
-from ppl_diffusion.inference.posterior import GaussianProposal, moment_matched_proposal
+from ppl_diffusion.inference.posterior import moment_matched_proposal
 
 Array = jax.Array
 
@@ -244,7 +244,6 @@ def moment_matched_gibbs(
 __all__ = [
     "COVARIANCES",
     "EnergyMLP",
-    "GaussianProposal",
     "NoisyEnergyModel",
     "PseudoGibbs",
     "fit_noisy_energy",

@@ -18,7 +18,7 @@ from blackjax.mcmc import mala
 from numpyro.infer.initialization import init_to_uniform
 
 from ppl_diffusion.inference.base import FlatTargetKernel, StepSizeAdaptation
-from ppl_diffusion.inference.posterior import PointState, run_mala
+from ppl_diffusion.inference.posterior import PointState, init_point, run_mala
 
 Array = jax.Array
 
@@ -62,8 +62,7 @@ class TemperingInfo(NamedTuple):
 
 def init(positions: Array, logdensity_fn: Callable) -> PointState:
     """Replica states from ``(R, dim)`` positions; log densities are untempered."""
-    logdensity, grad = jax.vmap(jax.value_and_grad(logdensity_fn))(positions)
-    return PointState(positions, logdensity, grad)
+    return jax.vmap(lambda x: init_point(x, logdensity_fn))(positions)
 
 
 def build_kernel(betas: Array, num_mala_steps: int = 1) -> Callable:
