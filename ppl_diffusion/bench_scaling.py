@@ -6,34 +6,37 @@ Used by ``benchmarks/scaling.py`` (CPU with forced host devices) and ``benchmark
 from __future__ import annotations
 
 import json
-import time
+import tempfile
 from pathlib import Path
 
 import jax
 import numpy as np
 from numpyro.infer import MCMC
 
+from ppl_diffusion.cli import enable_compile_cache
 from ppl_diffusion.demo import format_table
 from ppl_diffusion.inference.digs import DiGS
 from ppl_diffusion.models import get_model
 from ppl_diffusion.parallel import sharded_chains
+from ppl_diffusion.peers import time_compiled_run
 
 
-def _timed_run(chain_method, num_chains, num_warmup, num_samples, seed=0):
-    model = get_model("mog40").model
-    mcmc = MCMC(DiGS(model), num_warmup=num_warmup, num_samples=num_samples,
+def _timed_run(chain_method, num_chains, num_warmup, num_samples):
+    mcmc = MCMC(DiGS(get_model("mog40").model), num_warmup=num_warmup, num_samples=num_samples,
                 num_chains=num_chains, chain_method=chain_method, progress_bar=False)
-    mcmc.run(jax.random.PRNGKey(seed))  # compiles
-    jax.block_until_ready(mcmc.get_samples())
-    start = time.perf_counter()
-    mcmc.run(jax.random.PRNGKey(seed + 1))
-    draws = jax.block_until_ready(mcmc.get_samples()["x"])
-    return time.perf_counter() - start, np.asarray(draws)
+    seconds = time_compiled_run(mcmc, jax.random.PRNGKey(0))
+    return seconds, np.asarray(mcmc.get_samples()["x"])
 
 
-def measure_scaling(num_chains: int = 8, num_warmup: int = 500, num_samples: int = 4000,
+def measure_scaling(num_chains: int = 8, num_warmup: int = 1000, num_samples: int = 20000,
                     out_dir: Path | None = None, label: str = "scaling") -> dict:
     """Wall time (after compilation) of the same DiGS run on one device and sharded over all."""
+    with tempfile.TemporaryDirectory() as cache_dir:
+        enable_compile_cache(Path(cache_dir))
+        return _measure(num_chains, num_warmup, num_samples, out_dir, label)
+
+
+def _measure(num_chains, num_warmup, num_samples, out_dir, label):
     devices = jax.devices()
     one_time, one_draws = _timed_run(sharded_chains(devices[:1]), num_chains, num_warmup, num_samples)
     all_time, all_draws = _timed_run(sharded_chains(devices), num_chains, num_warmup, num_samples)

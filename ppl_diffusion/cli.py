@@ -56,9 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(bench)
     bench.add_argument(
         "--suite",
-        choices=["samplers", "pseudo-gibbs"],
+        choices=["samplers", "amortized", "pseudo-gibbs"],
         default="samplers",
-        help="samplers: DiGS vs peers (default); pseudo-gibbs: clean samples from noisy energy models",
+        help="samplers: DiGS vs peers (default); amortized: the DiKL one-step sampler vs DiGS "
+        "and NUTS; pseudo-gibbs: clean samples from noisy energy models",
     )
     bench.add_argument("--quick", action="store_true", help="small budgets, fewer cases, one seed")
     bench.add_argument("--seeds", type=int, default=None, help="seeds per case (default 3; 1 quick)")
@@ -83,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             out_dir=args.out,
         )
+    elif args.command == "bench" and args.suite == "amortized":
+        from ppl_diffusion.bench_amortized import run_amortized_benchmarks
+
+        run_amortized_benchmarks(quick=args.quick, seed=args.seed, out_dir=args.out, only=args.only)
     elif args.command == "bench" and args.suite == "pseudo-gibbs":
         from ppl_diffusion.bench_pseudo_gibbs import run_pseudo_gibbs_benchmarks
 

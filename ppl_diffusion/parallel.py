@@ -36,7 +36,9 @@ def sharded_chains(devices: Sequence[jax.Device] | None = None) -> Callable:
     One XLA program per device keeps each device busy on its own block with no per-iteration
     synchronisation, which matters on CPU host devices. The number of chains must be a
     multiple of the number of devices. NumPyro's progress bar cannot run inside the mapped
-    function, so pass ``progress_bar=False``.
+    function, so pass ``progress_bar=False``. As with NumPyro's ``"parallel"``, every
+    ``MCMC.run`` traces and compiles the whole chain anew; JAX's persistent compilation cache
+    (on by default in the ``ppl-diffusion`` command) turns the repeats into a cache load.
     """
     devices = list(devices) if devices is not None else jax.devices()
 

@@ -105,8 +105,20 @@ def test_constrained_sites_and_arviz_and_digs_initialisation():
         ({"objective": "kl"}, "objective"),
         ({"beta_min": 0.8, "beta_max": 0.7}, "beta_min < beta_max"),
         ({"sigma_min": 0.0}, "sigma_min < sigma_max"),
+        ({"weight_exponent": -1.0}, "weight_exponent"),
     ],
 )
 def test_invalid_sampler_configuration_is_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
         DiffusiveSampler(four_modes, **kwargs)
+
+
+def test_training_and_sampling_split_rows_over_devices():
+    assert len(jax.devices()) == 2  # conftest forces two CPU devices
+    one, two = small_sampler(devices=jax.devices()[:1]), small_sampler()
+    for sampler in (one, two):
+        sampler.fit(jax.random.PRNGKey(4), 3, batch_size=32, critic_steps=2, progress_bar=False)
+    key = jax.random.PRNGKey(6)
+    split = two.sample_unconstrained(key, 101)  # rows need not divide evenly
+    assert len(split.sharding.device_set) == 2
+    np.testing.assert_allclose(split, one.sample_unconstrained(key, 101), atol=1e-4)

@@ -40,3 +40,21 @@ def test_quick_pseudo_gibbs_benchmark_writes_results(tmp_path):
     assert results["throughput"]["diag_steps_per_s"] > 0
     assert (tmp_path / "pseudo_gibbs_quick.png").stat().st_size > 0
     assert json.loads((tmp_path / "pseudo_gibbs_quick.json").read_text())["mog4"]
+
+
+def test_quick_amortized_benchmark_compares_generator_with_mcmc(tmp_path, capsys):
+    from ppl_diffusion.bench_amortized import run_amortized_benchmarks
+
+    results = run_amortized_benchmarks(quick=True, out_dir=tmp_path)
+    rows = results["mog40"]["rows"]
+    assert set(rows) == {"exact (2nd set)", "DiKL generator", "DiGS", "NUTS"}
+    assert rows["exact (2nd set)"]["modes_visited"] == 40
+    # The exact-vs-exact floor is below every sampler's distance to the exact samples.
+    assert all(rows["exact (2nd set)"]["w2"] < r["w2"] for n, r in rows.items() if n != "exact (2nd set)")
+    assert rows["DiGS"]["samples_per_s_vs_digs"] == pytest.approx(1.0)
+    # One batched call beats a Markov chain's draw rate by far, even for a tiny generator.
+    assert rows["DiKL generator"]["samples_per_s_vs_digs"] > 10
+    assert rows["DiKL generator"]["train_time_s"] > 0
+    assert json.loads((tmp_path / "amortized_quick.json").read_text()) == results
+    assert (tmp_path / "amortized_quick.png").stat().st_size > 0
+    assert "samples_per_s_vs_nuts" in capsys.readouterr().out

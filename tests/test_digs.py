@@ -190,10 +190,21 @@ def test_non_finite_proposals_are_rejected_and_counted():
         chain_method="vectorized",
         progress_bar=False,
     )
-    mcmc.run(jax.random.PRNGKey(0), init_params=jnp.zeros((2, 2)), extra_fields=("num_nonfinite",))
+    with pytest.warns(RuntimeWarning, match=r"rejected at least 10+ proposals .* NaN/inf") as record:
+        mcmc.run(jax.random.PRNGKey(0), init_params=jnp.zeros((2, 2)),
+                 extra_fields=("num_nonfinite",))
+        jax.effects_barrier()
     z = np.asarray(mcmc.get_samples())
     assert np.all(np.isfinite(z)) and z[:, 0].max() <= 1.0
-    assert mcmc.get_extra_fields()["num_nonfinite"].sum() > 0
+    counts = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["num_nonfinite"])
+    assert counts.sum() > 0
+    # A warning per chain and threshold (10, 100, ...) crossed, worded by threshold so the
+    # default filter shows each once; never one per iteration. The running count includes warmup.
+    totals = np.asarray(mcmc.last_state.total_nonfinite)
+    assert np.all(totals >= counts.sum(1))
+    crossings = sum(int(total >= t) for total in totals for t in (10, 100, 1000, 10_000))
+    assert len(record) == crossings >= 2
+    assert len({str(w.message) for w in record}) == sum(totals.max() >= t for t in (10, 100, 1000))
     # Truncated normal mean E[x | x <= 1] = -phi(1)/Phi(1).
     assert abs(z[:, 0].mean() - (-0.2876)) < 0.1
 

@@ -4,11 +4,13 @@ adaptation by dual averaging."""
 
 from __future__ import annotations
 
+import warnings
 from abc import abstractmethod
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.custom_batching import custom_vmap
 from blackjax.adaptation.step_size import dual_averaging_adaptation
 from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.mcmc import MCMCKernel
@@ -61,6 +63,58 @@ class StepSizeAdaptation:
             step_sizes,
         )
         return adapt_state, step_sizes
+
+
+# A chain's running count of rejected non-finite proposals triggers a warning each time it
+# reaches one of these: a few are harmless at a hard boundary, many mean wasted iterations.
+NONFINITE_WARNING_COUNTS = tuple(10**k for k in range(1, 10))
+
+
+def _warn_nonfinite(total):
+    # The text names the threshold, not the exact count, so Python's default warning filter
+    # shows it once however many chains cross it.
+    threshold = max(t for t in NONFINITE_WARNING_COUNTS if t <= int(total))
+    warnings.warn(
+        f"A chain has rejected at least {threshold} proposals whose log density or gradient "
+        "was NaN/inf: the model overflows or is undefined where they landed (e.g. exp of a "
+        "large unconstrained value). Rejection keeps the chain correct but wastes its work: "
+        "check the model's support and constraints, keep the largest noise level near the "
+        "posterior's scale, or run in float64. The per-iteration count is the extra field "
+        "`num_nonfinite`.",
+        RuntimeWarning,
+        stacklevel=1,
+    )
+
+
+@custom_vmap
+def _nonfinite_alarm(crossed, total):
+    jax.lax.cond(
+        crossed, lambda: jax.debug.callback(_warn_nonfinite, total), lambda: None
+    )
+    return crossed
+
+
+@_nonfinite_alarm.def_vmap
+def _nonfinite_alarm_batched(axis_size, in_batched, crossed, total):
+    # Under vmap a cond with a batched predicate runs both branches, i.e. a host callback per
+    # chain and iteration. Reducing over chains first keeps one real branch: at most one
+    # callback per iteration, and only in iterations where some chain crosses a threshold.
+    crossed, total = (
+        value if batched else jnp.broadcast_to(value, (axis_size,) + jnp.shape(value))
+        for value, batched in zip((crossed, total), in_batched)
+    )
+    worst = jnp.argmax(jnp.where(crossed, total, -1))
+    fired = _nonfinite_alarm(jnp.any(crossed), total[worst])
+    return jnp.broadcast_to(fired, (axis_size,)), True
+
+
+def tally_nonfinite(total: Array, new: Array) -> Array:
+    """Add this iteration's rejected non-finite proposals to a chain's running count, warning
+    (``RuntimeWarning``) when the count reaches 10, 100, 1000, …"""
+    updated = total + new
+    thresholds = jnp.asarray(NONFINITE_WARNING_COUNTS)
+    _nonfinite_alarm(jnp.any((total < thresholds) & (updated >= thresholds)), updated)
+    return updated
 
 
 class FlatTargetKernel(MCMCKernel):

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.infer.initialization import init_to_uniform
 
-from ppl_diffusion.inference.base import FlatTargetKernel, StepSizeAdaptation
+from ppl_diffusion.inference.base import FlatTargetKernel, StepSizeAdaptation, tally_nonfinite
 from ppl_diffusion.inference.posterior import (
     PROPOSALS,
     PointState,
@@ -186,6 +186,8 @@ class DiGSKernelState(NamedTuple):
     init_accept: Array
     mala_accept_prob: Array
     num_nonfinite: Array
+    total_nonfinite: Array
+    """Running count of rejected non-finite proposals (warns at 10, 100, …)."""
     rng_key: Array
 
 
@@ -275,6 +277,7 @@ class DiGS(FlatTargetKernel):
             init_accept=jnp.zeros(num_levels, dtype),
             mala_accept_prob=jnp.zeros(num_levels, dtype),
             num_nonfinite=jnp.array(0),
+            total_nonfinite=jnp.array(0),
             rng_key=rng_key,
         )
 
@@ -296,6 +299,7 @@ class DiGS(FlatTargetKernel):
             init_accept=info.init_accepted.astype(dtype),
             mala_accept_prob=info.mala_acceptance.astype(dtype),
             num_nonfinite=info.num_nonfinite,
+            total_nonfinite=tally_nonfinite(state.total_nonfinite, info.num_nonfinite),
             rng_key=rng_key,
         )
 

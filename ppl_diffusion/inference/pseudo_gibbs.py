@@ -27,7 +27,7 @@ import optax
 from numpyro.infer.initialization import init_to_uniform
 from tqdm.auto import tqdm
 
-from ppl_diffusion.inference.base import FlatTargetKernel
+from ppl_diffusion.inference.base import FlatTargetKernel, tally_nonfinite
 from ppl_diffusion.inference.digs import DiGS, ve_schedule
 from ppl_diffusion.inference.posterior import moment_matched_proposal
 
@@ -138,6 +138,8 @@ def fit_noisy_energy(
 class PseudoGibbsState(NamedTuple):
     i: Array
     z: Array
+    num_nonfinite: Array
+    total_nonfinite: Array
     rng_key: Array
 
 
@@ -171,6 +173,8 @@ class PseudoGibbs(FlatTargetKernel):
         covariance: ``"full"``, ``"diag"`` or ``"iso"``.
         num_probes: Rademacher probes for the ``"diag"`` estimator.
         iso_variance: the ``"iso"`` variance; from the model when given a NoisyEnergyModel.
+
+    Extra field ``num_nonfinite``: 1 when the iteration's draw was not finite and was rejected.
     """
 
     def __init__(
@@ -203,7 +207,7 @@ class PseudoGibbs(FlatTargetKernel):
         self.num_probes, self.iso_variance = int(num_probes), iso_variance
 
     def init_state(self, position, rng_key):
-        return PseudoGibbsState(jnp.array(0), position, rng_key)
+        return PseudoGibbsState(jnp.array(0), position, jnp.array(0), jnp.array(0), rng_key)
 
     def sample_one(self, state):
         rng_key, key_step = jax.random.split(state.rng_key)
@@ -213,8 +217,11 @@ class PseudoGibbs(FlatTargetKernel):
             self.iso_variance,
         )
         # A non-finite draw (a badly behaved energy far from the data) is rejected.
-        position = jnp.where(jnp.all(jnp.isfinite(position)), position, state.z)
-        return PseudoGibbsState(state.i + 1, position, rng_key)
+        finite = jnp.all(jnp.isfinite(position))
+        position = jnp.where(finite, position, state.z)
+        num_nonfinite = (~finite).astype(jnp.int32)
+        total = tally_nonfinite(state.total_nonfinite, num_nonfinite)
+        return PseudoGibbsState(state.i + 1, position, num_nonfinite, total, rng_key)
 
 
 def moment_matched_gibbs(

@@ -17,7 +17,7 @@ import numpy as np
 from blackjax.mcmc import mala
 from numpyro.infer.initialization import init_to_uniform
 
-from ppl_diffusion.inference.base import FlatTargetKernel, StepSizeAdaptation
+from ppl_diffusion.inference.base import FlatTargetKernel, StepSizeAdaptation, tally_nonfinite
 from ppl_diffusion.inference.posterior import PointState, init_point, run_mala
 
 Array = jax.Array
@@ -115,6 +115,8 @@ class TemperingKernelState(NamedTuple):
     mala_accept_prob: Array
     swap_accept_prob: Array
     num_nonfinite: Array
+    total_nonfinite: Array
+    """Running count of rejected non-finite proposals (warns at 10, 100, …)."""
     rng_key: Array
 
 
@@ -178,6 +180,7 @@ class ParallelTempering(FlatTargetKernel):
             mala_accept_prob=jnp.zeros(num_temperatures, dtype),
             swap_accept_prob=jnp.zeros(num_temperatures - 1, dtype),
             num_nonfinite=jnp.array(0),
+            total_nonfinite=jnp.array(0),
             rng_key=rng_key,
         )
 
@@ -199,6 +202,7 @@ class ParallelTempering(FlatTargetKernel):
             mala_accept_prob=info.mala_acceptance.astype(dtype),
             swap_accept_prob=info.swap_acceptance.astype(dtype),
             num_nonfinite=info.num_nonfinite,
+            total_nonfinite=tally_nonfinite(state.total_nonfinite, info.num_nonfinite),
             rng_key=rng_key,
         )
 

@@ -1,0 +1,213 @@
+"""``ppl-diffusion bench --suite amortized``: the one-step DiKL sampler against DiGS and NUTS.
+
+For each target (mog40, many_well) a :class:`DiffusiveSampler` is trained within a wall-time
+budget on this machine, then its draws are compared with exact samples (W2 by optimal
+assignment on 2000 points, MMD on 4000, mode coverage or well occupancy), next to the same
+metrics for two exact-sample sets (the floor) and for DiGS and NUTS runs. Throughput is samples
+per second: 10⁶ generator draws in one call against post-warmup MCMC draws per second of the
+same process (compilation excluded for all three), reported as ratios to DiGS and NUTS.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jax
+import numpy as np
+from numpyro.infer import MCMC, NUTS
+
+from ppl_diffusion.bench import NUM_POINTS, NUM_W2_POINTS, cases as sampler_cases
+from ppl_diffusion.demo import format_table
+from ppl_diffusion.diagnostics import default_bandwidths, mmd, mode_coverage, wasserstein2
+from ppl_diffusion.inference.amortized import DiffusiveSampler
+from ppl_diffusion.inference.digs import DiGS
+from ppl_diffusion.models import get_model, many_well
+from ppl_diffusion.peers import thin_to, time_compiled_run
+
+NUM_THROUGHPUT_DRAWS = 1_000_000
+
+
+@dataclass
+class AmortizedCase:
+    name: str
+    sampler: dict
+    """``DiffusiveSampler`` arguments."""
+    fit: dict
+    """``DiffusiveSampler.fit`` arguments (``num_steps`` included)."""
+    num_chains: int = 8
+    num_mcmc_draws: int = 2000
+    """Post-warmup draws per chain for DiGS and NUTS."""
+    digs: dict = field(default_factory=dict)
+
+
+def cases(quick: bool) -> list[AmortizedCase]:
+    digs_configs = {c.name: c.digs for c in sampler_cases(quick=False)}
+    if quick:
+        return [
+            AmortizedCase(
+                "mog40",
+                sampler={"width": 64, "depth": 2, "output_scale": 20.0},
+                fit={"num_steps": 30, "batch_size": 64, "critic_steps": 2},
+                num_mcmc_draws=200,
+                digs=digs_configs["mog40"],
+            )
+        ]
+    return [
+        AmortizedCase(
+            "mog40",
+            # Many particles and few bridges: at equal cost the noisy-score estimate is less
+            # biased toward the outer modes than with 10 particles and 15 bridges.
+            sampler={"width": 256, "depth": 3, "output_scale": 20.0, "num_particles": 50,
+                     "num_bridges": 3, "num_mala_steps": 1},
+            fit={"num_steps": 10_000, "batch_size": 256, "critic_steps": 10,
+                 "learning_rate": 1e-4, "critic_learning_rate": 1e-3},
+            digs=digs_configs["mog40"],
+        ),
+        AmortizedCase(
+            "many_well",
+            sampler={"width": 256, "depth": 3, "output_scale": 2.0},
+            fit={"num_steps": 3000, "batch_size": 256, "critic_steps": 10,
+                 "learning_rate": 1e-4, "critic_learning_rate": 1e-3},
+            digs=digs_configs["many_well"],
+        ),
+    ]
+
+
+def _exact(builtin, key, n) -> np.ndarray:
+    return np.asarray(builtin.sample_exact(key, n)["x"]).reshape(n, -1)
+
+
+def quality(draws: np.ndarray, reference: np.ndarray, builtin) -> dict:
+    """W2, MMD and the target's mode metric of flat draws against exact samples."""
+    pooled = draws[None]  # thin_to thins (chains, draws, dim); these are pooled already
+    row = {
+        "w2": wasserstein2(thin_to(pooled, NUM_W2_POINTS), reference[:NUM_W2_POINTS]),
+        "mmd": mmd(thin_to(pooled, NUM_POINTS), reference, default_bandwidths(reference)),
+    }
+    if builtin.modes is not None:
+        coverage = mode_coverage(draws, builtin.modes, 4 * builtin.mode_std)
+        row["modes_visited"] = coverage.num_visited
+        row["mode_weight_error"] = coverage.weight_error
+    else:
+        occupancy = (draws[:, 0::2] > 0).mean(0)
+        row["well_occupancy_error"] = float(
+            np.abs(occupancy - many_well.right_well_probability()).mean()
+        )
+    return row
+
+
+def _timed_mcmc(kernel, case: AmortizedCase, key) -> tuple[np.ndarray, float]:
+    """Flat draws and post-warmup draws per second, compilation excluded."""
+    mcmc = MCMC(kernel, num_warmup=500, num_samples=case.num_mcmc_draws,
+                num_chains=case.num_chains, chain_method="vectorized", progress_bar=False)
+    seconds = time_compiled_run(mcmc, key)
+    draws = np.asarray(mcmc.get_samples()["x"])
+    return draws.reshape(-1, draws.shape[-1]), case.num_chains * case.num_mcmc_draws / seconds
+
+
+def _generator_throughput(sampler: DiffusiveSampler, key) -> float:
+    key_compile, key_run = jax.random.split(key)
+    jax.block_until_ready(sampler.sample(key_compile, NUM_THROUGHPUT_DRAWS))
+    start = time.perf_counter()
+    jax.block_until_ready(sampler.sample(key_run, NUM_THROUGHPUT_DRAWS))
+    return NUM_THROUGHPUT_DRAWS / (time.perf_counter() - start)
+
+
+def run_case(case: AmortizedCase, seed: int, progress_bar: bool = True) -> dict:
+    builtin = get_model(case.name)
+    keys = jax.random.split(jax.random.PRNGKey(seed), 7)
+    reference = _exact(builtin, keys[0], NUM_POINTS)
+    rows = {"exact (2nd set)": quality(_exact(builtin, keys[1], NUM_POINTS), reference, builtin)}
+
+    sampler = DiffusiveSampler(builtin.model, seed=seed, **case.sampler)
+    start = time.perf_counter()
+    sampler.fit(keys[2], progress_bar=progress_bar, eval_every=max(1, case.fit["num_steps"] // 10),
+                **case.fit)
+    train_time = time.perf_counter() - start
+    draws = np.asarray(sampler.sample_unconstrained(keys[3], NUM_POINTS))
+    generator_rate = _generator_throughput(sampler, keys[4])
+    rows["DiKL generator"] = quality(draws, reference, builtin) | {
+        "train_time_s": train_time, "samples_per_s": generator_rate,
+    }
+
+    for name, kernel, key in (("DiGS", DiGS(builtin.model, **case.digs), keys[5]),
+                              ("NUTS", NUTS(builtin.model), keys[6])):
+        mcmc_draws, rate = _timed_mcmc(kernel, case, key)
+        rows[name] = quality(mcmc_draws, reference, builtin) | {"samples_per_s": rate}
+    for row in rows.values():
+        if "samples_per_s" in row:
+            row["samples_per_s_vs_digs"] = row["samples_per_s"] / rows["DiGS"]["samples_per_s"]
+            row["samples_per_s_vs_nuts"] = row["samples_per_s"] / rows["NUTS"]["samples_per_s"]
+    return {
+        "num_steps": case.fit["num_steps"],
+        "sampler": case.sampler,
+        "fit": case.fit,
+        "mcmc_chains_x_draws": [case.num_chains, case.num_mcmc_draws],
+        "rows": rows,
+    }
+
+
+COLUMNS = [("w2", 3), ("mmd", 4), ("modes_visited", 0), ("mode_weight_error", 3),
+           ("well_occupancy_error", 3), ("train_time_s", 0), ("samples_per_s", 0),
+           ("samples_per_s_vs_digs", 1), ("samples_per_s_vs_nuts", 1)]
+
+
+def format_results(results: dict) -> str:
+    blocks = []
+    for case_name, case in results.items():
+        rows = case["rows"]
+        columns = [(m, d) for m, d in COLUMNS if any(m in r for r in rows.values())]
+        table = [[name] + [f"{r[m]:.{d}f}" if m in r else "" for m, d in columns]
+                 for name, r in rows.items()]
+        blocks.append(f"{case_name} (DiKL {case['num_steps']} steps; MCMC "
+                      f"{case['mcmc_chains_x_draws'][0]} chains × {case['mcmc_chains_x_draws'][1]} "
+                      "draws)\n" + format_table(["sampler"] + [m for m, _ in columns], table))
+    return "\n\n".join(blocks)
+
+
+def plot_results(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(results), figsize=(4 * len(results), 7), squeeze=False)
+    for column, (case_name, case) in enumerate(results.items()):
+        names = list(case["rows"])
+        axes[0, column].bar(names, [case["rows"][n]["w2"] for n in names], color="C0")
+        axes[0, column].set_title(f"{case_name}: W2 to exact samples (lower is better)")
+        timed = [n for n in names if "samples_per_s" in case["rows"][n]]
+        axes[1, column].bar(timed, [case["rows"][n]["samples_per_s"] for n in timed], color="C1")
+        axes[1, column].set_yscale("log")
+        axes[1, column].set_title("samples per second")
+        for ax in axes[:, column]:
+            ax.tick_params(axis="x", rotation=20)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run_amortized_benchmarks(quick: bool = False, seed: int = 0,
+                             out_dir: Path = Path("benchmarks/results"),
+                             only: list[str] | None = None) -> dict:
+    selected = [c for c in cases(quick) if only is None or c.name in only]
+    if only is not None and len(selected) != len(set(only)):
+        raise ValueError(f"Unknown case in {only}; available: {[c.name for c in cases(quick)]}.")
+    results = {}
+    for case in selected:
+        print(f"[{case.name}] training the DiKL generator ({case.fit['num_steps']} steps), "
+              "then DiGS and NUTS", flush=True)
+        results[case.name] = run_case(case, seed, progress_bar=not quick)
+    table = format_results(results)
+    print()
+    print(table)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = "amortized_quick" if quick else "amortized"
+    (out_dir / f"{stem}.json").write_text(json.dumps(results, indent=2))
+    (out_dir / f"{stem}.txt").write_text(table + "\n")
+    plot_results(results, out_dir / f"{stem}.png")
+    print(f"\nWrote {out_dir / (stem + '.json')} and {out_dir / (stem + '.png')}")
+    return results
