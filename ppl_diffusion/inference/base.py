@@ -10,8 +10,8 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-from jax.custom_batching import custom_vmap
 from blackjax.adaptation.step_size import dual_averaging_adaptation
+from jax.custom_batching import custom_vmap
 from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.mcmc import MCMCKernel
 from numpyro.util import identity, is_prng_key
@@ -88,9 +88,7 @@ def _warn_nonfinite(total):
 
 @custom_vmap
 def _nonfinite_alarm(crossed, total):
-    jax.lax.cond(
-        crossed, lambda: jax.debug.callback(_warn_nonfinite, total), lambda: None
-    )
+    jax.lax.cond(crossed, lambda: jax.debug.callback(_warn_nonfinite, total), lambda: None)
     return crossed
 
 
