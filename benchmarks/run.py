@@ -1,7 +1,7 @@
 """Run the sampler benchmarks (same as `ppl-diffusion bench`); see benchmarks/README.md.
 
-    python benchmarks/run.py            # full: 7 cases, 3 seeds, about 6 minutes on 2 CPU cores
-    python benchmarks/run.py --quick    # two cases, small budgets, one seed
+python benchmarks/run.py            # full: 7 cases, 3 seeds, about 6 minutes on 2 CPU cores
+python benchmarks/run.py --quick    # two cases, small budgets, one seed
 """
 
 import sys

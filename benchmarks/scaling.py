@@ -1,6 +1,6 @@
 """DiGS with 8 chains on one CPU device vs sharded over forced host devices.
 
-    python benchmarks/scaling.py [--devices 2] [--chains 8] [--warmup 1000] [--samples 20000]
+python benchmarks/scaling.py [--devices 2] [--chains 8] [--warmup 1000] [--samples 20000]
 """
 
 import argparse
@@ -17,7 +17,12 @@ import numpyro  # noqa: E402
 
 numpyro.set_host_device_count(args.devices)  # must precede JAX's backend start
 
-from ppl_diffusion.bench_scaling import measure_scaling  # noqa: E402
+from ppl_diffusion.benchmarks.scaling import measure_scaling  # noqa: E402
 
-measure_scaling(num_chains=args.chains, num_warmup=args.warmup, num_samples=args.samples,
-                out_dir=Path("benchmarks/results"), label=f"scaling_cpu_{args.chains}chains")
+measure_scaling(
+    num_chains=args.chains,
+    num_warmup=args.warmup,
+    num_samples=args.samples,
+    out_dir=Path("benchmarks/results"),
+    label=f"scaling_cpu_{args.chains}chains",
+)

@@ -5,12 +5,16 @@ from ppl_diffusion.inference import (
     DiGS,
     NoiseSchedule,
     ParallelTempering,
+    PseudoGibbs,
     default_schedule,
+    fit_noisy_energy,
     geometric_ladder,
+    moment_matched_gibbs,
     noise_schedule,
     ve_schedule,
     vp_schedule,
 )
+from ppl_diffusion.parallel import sharded_chains
 from ppl_diffusion.target import Target, make_target
 
 __version__ = "0.1.0"
@@ -20,11 +24,15 @@ __all__ = [
     "DiffusiveSampler",
     "NoiseSchedule",
     "ParallelTempering",
+    "PseudoGibbs",
     "Target",
     "default_schedule",
+    "fit_noisy_energy",
     "geometric_ladder",
     "make_target",
+    "moment_matched_gibbs",
     "noise_schedule",
+    "sharded_chains",
     "ve_schedule",
     "vp_schedule",
 ]

@@ -1,32 +1,27 @@
-"""Chains spread over every local JAX device with JAX's own sharding.
+"""Chains split over several JAX devices.
 
-NumPyro's ``chain_method="parallel"`` runs one chain per device, so 8 chains on 2 devices fall
-back to running one after the other. :func:`sharded_chains` instead splits the chains into one
-block per device and vectorizes each block on its device. Use it as ``MCMC(..., chain_method=sharded_chains())`` with any kernel of this
-package (or NumPyro's). On CPU, create several host devices before JAX starts, e.g.
-``numpyro.set_host_device_count(2)`` or ``jax.config.update("jax_num_cpu_devices", 2)``. Across
-hosts, call ``jax.distributed.initialize()`` first and pass ``jax.devices()`` (all processes'
-devices): the mesh then spans the hosts.
+NumPyro's ``chain_method="parallel"`` runs one chain per device (and falls back to sequential
+chains when there are more chains than devices). :func:`sharded_chains` instead splits the
+chains into one equal block per device and vectorizes each block on its device: a ``pmap``
+over devices of a ``vmap`` over the block. Use it as
+``MCMC(..., chain_method=sharded_chains())`` with any kernel of this package (or NumPyro's).
+On CPU, create several host devices before JAX starts, e.g.
+``numpyro.set_host_device_count(2)``. :func:`chain_mesh` is the one-axis device mesh that the
+amortized sampler shards its training batches over.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 
 def chain_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A one-axis mesh named ``"chains"`` over ``devices`` (default: every device)."""
     return Mesh(np.array(list(devices) if devices is not None else jax.devices()), ("chains",))
-
-
-def shard_leading_axis(tree, mesh: Mesh):
-    """Place every array of ``tree`` with its leading axis split over the mesh."""
-    sharding = NamedSharding(mesh, PartitionSpec("chains"))
-    return jax.tree.map(lambda x: jax.device_put(x, sharding), tree)
 
 
 def sharded_chains(devices: Sequence[jax.Device] | None = None) -> Callable:
@@ -52,9 +47,7 @@ def sharded_chains(devices: Sequence[jax.Device] | None = None) -> Callable:
                     f"{num_chains} chains cannot be split evenly over {len(devices)} devices; "
                     "use a multiple of the device count."
                 )
-            blocks = jax.tree.map(
-                lambda x: x.reshape((len(devices), -1) + x.shape[1:]), map_args
-            )
+            blocks = jax.tree.map(lambda x: x.reshape((len(devices), -1) + x.shape[1:]), map_args)
             out = per_device(blocks)
             return jax.tree.map(lambda x: x.reshape((num_chains,) + x.shape[2:]), out)
 

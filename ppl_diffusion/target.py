@@ -8,8 +8,9 @@ the constrained sample sites plus deterministic sites, as ``MCMC.get_samples()``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +34,8 @@ class Target:
         unravel_fn: flat vector -> dict of unconstrained site values.
         postprocess_fn: flat vector -> dict of constrained sites and deterministic sites.
         model: the NumPyro model, or ``None`` for a raw potential.
+        for_data: ``(model_args, model_kwargs) -> Target`` of the same model conditioned on
+            other data (the identity for a raw potential).
     """
 
     logdensity_fn: Callable[[Array], Array]
@@ -40,6 +43,7 @@ class Target:
     unravel_fn: Callable[[Array], Any]
     postprocess_fn: Callable[[Array], dict]
     model: Callable | None = None
+    for_data: Callable[[tuple, dict], Target] | None = None
 
     def constrain(self, positions: Array) -> dict:
         """Map a batch of flat unconstrained positions ``(..., dim)`` to constrained sites."""
@@ -69,7 +73,9 @@ def check_model(
     model_kwargs = {} if model_kwargs is None else model_kwargs
     rng_key = jax.random.PRNGKey(0) if rng_key is None else rng_key
     if not is_prng_key(rng_key):
-        rng_key = rng_key.reshape((-1, rng_key.shape[-1]))[0]
+        # One key of a batch, typed (shape (n,)) or raw uint32 (shape (n, 2)).
+        typed = jax.dtypes.issubdtype(rng_key.dtype, jax.dtypes.prng_key)
+        rng_key = rng_key.reshape(-1)[0] if typed else rng_key.reshape((-1, rng_key.shape[-1]))[0]
     try:
         # Substituting initial values lets models with improper sites (ImproperUniform plus a
         # factor, the NumPyro idiom for a raw density) run.
@@ -144,14 +150,10 @@ def make_target(
             model_args=model_args,
             model_kwargs=model_kwargs,
         )
-        potential = info.potential_fn(*model_args, **model_kwargs)
-        model_postprocess = info.postprocess_fn(*model_args, **model_kwargs)
         params = info.param_info.z if init_params is None else init_params
+    elif init_params is None:
+        raise ValueError("`init_params` must be given with `potential_fn`.")
     else:
-        if init_params is None:
-            raise ValueError("`init_params` must be given with `potential_fn`.")
-        potential = potential_fn
-        model_postprocess = None
         params = init_params
 
     if not batched:
@@ -160,17 +162,31 @@ def make_target(
     if not batched:
         flat = flat[0]
 
-    def logdensity_fn(x):
-        return -potential(unravel_fn(x))
+    def for_data(model_args: tuple, model_kwargs: dict) -> Target:
+        # NumPyro's potential and postprocess functions are generators over the model's
+        # arguments, so a new data set (e.g. under `jit_model_args`) needs no new trace.
+        if model is None:
+            potential, model_postprocess = potential_fn, None
+        else:
+            potential = info.potential_fn(*model_args, **model_kwargs)
+            model_postprocess = info.postprocess_fn(*model_args, **model_kwargs)
 
-    if model_postprocess is None:
-        postprocess_fn = unravel_fn
-    else:
+        def logdensity_fn(x):
+            return -potential(unravel_fn(x))
 
         def postprocess_fn(x):
             return model_postprocess(unravel_fn(x))
 
-    target = Target(logdensity_fn, int(flat.shape[-1]), unravel_fn, postprocess_fn, model)
+        return Target(
+            logdensity_fn,
+            int(flat.shape[-1]),
+            unravel_fn,
+            unravel_fn if model_postprocess is None else postprocess_fn,
+            model,
+            for_data,
+        )
+
+    target = for_data(model_args, model_kwargs)
     if not _is_tracer(flat):
         check_initial_density(target, flat)
     return target, flat

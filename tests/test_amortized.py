@@ -28,10 +28,18 @@ def small_sampler(objective="dikl", **kwargs):
     )
 
 
+@pytest.mark.slow
 def test_short_dikl_fit_covers_every_mode():
     sampler = small_sampler()
-    sampler.fit(jax.random.PRNGKey(0), 800, batch_size=128, critic_steps=5,
-                learning_rate=1e-3, critic_learning_rate=1e-3, progress_bar=False)
+    sampler.fit(
+        jax.random.PRNGKey(0),
+        800,
+        batch_size=128,
+        critic_steps=5,
+        learning_rate=1e-3,
+        critic_learning_rate=1e-3,
+        progress_bar=False,
+    )
     x = np.asarray(sampler.sample(jax.random.PRNGKey(1), 4000)["x"])
     coverage = mode_coverage(x, MODES, radius=4 * MODE_STD)
     assert coverage.num_visited == 4
@@ -41,25 +49,40 @@ def test_short_dikl_fit_covers_every_mode():
     np.testing.assert_allclose(x.std(0), np.sqrt(25 + MODE_STD**2), rtol=0.25)
 
 
+@pytest.mark.slow
 def test_vardiu_trains_with_finite_loss_and_records_history():
     sampler = small_sampler("vardiu")
-    history = sampler.fit(jax.random.PRNGKey(0), 20, batch_size=64, eval_every=10,
-                          progress_bar=False)
+    history = sampler.fit(
+        jax.random.PRNGKey(0), 20, batch_size=64, eval_every=10, progress_bar=False
+    )
     assert [h["step"] for h in history] == [10, 20]
     assert all(np.isfinite(h["loss"]) and np.isfinite(h["metric"]) for h in history)
 
 
+@pytest.mark.slow
 def test_checkpoint_resume_matches_uninterrupted_training(tmp_path):
     straight = small_sampler()
     straight.fit(jax.random.PRNGKey(3), 6, batch_size=32, critic_steps=2, progress_bar=False)
 
     path = tmp_path / "sampler.eqx"
     interrupted = small_sampler()
-    interrupted.fit(jax.random.PRNGKey(3), 4, batch_size=32, critic_steps=2,
-                    checkpoint_path=path, progress_bar=False)
+    interrupted.fit(
+        jax.random.PRNGKey(3),
+        4,
+        batch_size=32,
+        critic_steps=2,
+        checkpoint_path=path,
+        progress_bar=False,
+    )
     resumed = small_sampler()  # a new process would start like this
-    resumed.fit(jax.random.PRNGKey(99), 6, batch_size=32, critic_steps=2,
-                checkpoint_path=path, progress_bar=False)
+    resumed.fit(
+        jax.random.PRNGKey(99),
+        6,
+        batch_size=32,
+        critic_steps=2,
+        checkpoint_path=path,
+        progress_bar=False,
+    )
     assert resumed.num_steps_trained == 6
     key = jax.random.PRNGKey(5)
     np.testing.assert_allclose(
@@ -93,8 +116,14 @@ def test_constrained_sites_and_arviz_and_digs_initialisation():
     assert idata.posterior["loc"].shape == (1, 50, 2)
 
     init = sampler.init_params(jax.random.PRNGKey(1), 3)
-    mcmc = MCMC(DiGS(model), num_warmup=20, num_samples=20, num_chains=3,
-                chain_method="vectorized", progress_bar=False)
+    mcmc = MCMC(
+        DiGS(model),
+        num_warmup=20,
+        num_samples=20,
+        num_chains=3,
+        chain_method="vectorized",
+        progress_bar=False,
+    )
     mcmc.run(jax.random.PRNGKey(2), init_params=init)
     assert mcmc.get_samples()["scale"].shape == (60,)
 
@@ -113,6 +142,7 @@ def test_invalid_sampler_configuration_is_rejected(kwargs, message):
         DiffusiveSampler(four_modes, **kwargs)
 
 
+@pytest.mark.slow
 def test_training_and_sampling_split_rows_over_devices():
     assert len(jax.devices()) == 2  # conftest forces two CPU devices
     one, two = small_sampler(devices=jax.devices()[:1]), small_sampler()

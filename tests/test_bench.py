@@ -2,7 +2,9 @@ import json
 
 import pytest
 
-from ppl_diffusion.bench import run_benchmarks
+from ppl_diffusion.benchmarks.report import UnknownCaseError
+from ppl_diffusion.benchmarks.samplers import run_benchmarks
+from ppl_diffusion.cli import main
 
 
 def test_quick_benchmark_writes_table_json_and_plot(tmp_path, capsys):
@@ -11,50 +13,70 @@ def test_quick_benchmark_writes_table_json_and_plot(tmp_path, capsys):
     assert (tmp_path / "bench_quick.png").stat().st_size > 0
     samplers = saved["eight_schools"]["samplers"]
     assert set(samplers) == {"DiGS", "PT", "NUTS"}
-    assert samplers["NUTS"]["ess_per_grad_vs_nuts"]["mean"] == pytest.approx(1.0)
     budget = saved["eight_schools"]["budget_per_chain"] * saved["eight_schools"]["num_chains"]
     for row in samplers.values():
-        # Equal budgets: every sampler used the budget, none much more.
-        assert budget * 0.95 <= row["gradient_evaluations"]["mean"] <= budget * 1.1
+        # Equal budgets: every sampler used up the budget, none much more.
+        assert budget <= row["gradient_evaluations"]["mean"] <= budget * 1.1
+        assert row["max_rhat"]["mean"] < 1.1
     assert results == saved
     assert "ess_per_grad_vs_nuts" in capsys.readouterr().out
 
 
 def test_unknown_case_is_rejected(tmp_path):
-    with pytest.raises(ValueError, match="Unknown benchmark case"):
+    with pytest.raises(UnknownCaseError, match="Unknown benchmark case"):
         run_benchmarks(quick=True, out_dir=tmp_path, only=["nonexistent"])
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["demo", "--chains", "0"], "must be a positive integer"),
+        (["demo", "--samples", "-5"], "must be a positive integer"),
+        (["bench", "--only", "bogus"], "Unknown benchmark case"),
+        (["bench", "--suite", "bogus"], "invalid choice"),
+    ],
+)
+def test_cli_rejects_bad_arguments_with_a_usage_error(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv + ["--no-compile-cache"])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
 def test_quick_pseudo_gibbs_benchmark_writes_results(tmp_path):
-    from ppl_diffusion.bench_pseudo_gibbs import run_pseudo_gibbs_benchmarks
+    from ppl_diffusion.benchmarks.pseudo_gibbs import run_pseudo_gibbs_benchmarks
 
     results = run_pseudo_gibbs_benchmarks(quick=True, out_dir=tmp_path)
     methods = results["mog4"]["methods"]
     assert set(methods) == {
-        "pseudo-Gibbs full", "pseudo-Gibbs diag", "pseudo-Gibbs iso", "Langevin + Tweedie",
+        "pseudo-Gibbs full",
+        "pseudo-Gibbs diag",
+        "pseudo-Gibbs iso",
+        "Langevin + Tweedie",
         "clean data (2nd set)",
     }
     # Even a quick fit lands every sampler within 3× the clean-vs-clean MMD floor.
     floor = methods["clean data (2nd set)"]["mmd"]
     assert all(row["mmd"] < 3 * floor for row in methods.values())
-    assert results["throughput"]["diag_steps_per_s"] > 0
     assert (tmp_path / "pseudo_gibbs_quick.png").stat().st_size > 0
     assert json.loads((tmp_path / "pseudo_gibbs_quick.json").read_text())["mog4"]
 
 
+@pytest.mark.slow
 def test_quick_amortized_benchmark_compares_generator_with_mcmc(tmp_path, capsys):
-    from ppl_diffusion.bench_amortized import run_amortized_benchmarks
+    from ppl_diffusion.benchmarks.amortized import run_amortized_benchmarks
 
     results = run_amortized_benchmarks(quick=True, out_dir=tmp_path)
     rows = results["mog40"]["rows"]
     assert set(rows) == {"exact (2nd set)", "DiKL generator", "DiGS", "NUTS"}
     assert rows["exact (2nd set)"]["modes_visited"] == 40
     # The exact-vs-exact floor is below every sampler's distance to the exact samples.
-    assert all(rows["exact (2nd set)"]["w2"] < r["w2"] for n, r in rows.items() if n != "exact (2nd set)")
-    assert rows["DiGS"]["samples_per_s_vs_digs"] == pytest.approx(1.0)
+    assert all(
+        rows["exact (2nd set)"]["w2"] < r["w2"] for n, r in rows.items() if n != "exact (2nd set)"
+    )
     # One batched call beats a Markov chain's draw rate by far, even for a tiny generator.
     assert rows["DiKL generator"]["samples_per_s_vs_digs"] > 10
-    assert rows["DiKL generator"]["train_time_s"] > 0
     assert json.loads((tmp_path / "amortized_quick.json").read_text()) == results
     assert (tmp_path / "amortized_quick.png").stat().st_size > 0
     assert "samples_per_s_vs_nuts" in capsys.readouterr().out

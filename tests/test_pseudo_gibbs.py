@@ -6,13 +6,8 @@ import numpyro.distributions as dist
 import pytest
 from numpyro.infer import MCMC
 
-from ppl_diffusion.inference.posterior import hutchinson_diagonal, moment_matched_proposal
-from ppl_diffusion.inference.pseudo_gibbs import (
-    PseudoGibbs,
-    fit_noisy_energy,
-    moment_matched_gibbs,
-)
-from tests.helpers import assert_expectations_match
+from ppl_diffusion import PseudoGibbs, fit_noisy_energy, moment_matched_gibbs
+from ppl_diffusion.inference.denoising import hutchinson_diagonal, moment_matched_proposal
 
 MEAN = jnp.array([1.0, -1.0])
 COV = jnp.array([[1.0, 0.8], [0.8, 1.0]])
@@ -20,8 +15,14 @@ SIGMA = 1.0
 
 
 def run(kernel, num_samples=2000, num_chains=4, init_params=None, seed=0):
-    mcmc = MCMC(kernel, num_warmup=200, num_samples=num_samples, num_chains=num_chains,
-                chain_method="vectorized", progress_bar=False)
+    mcmc = MCMC(
+        kernel,
+        num_warmup=200,
+        num_samples=num_samples,
+        num_chains=num_chains,
+        chain_method="vectorized",
+        progress_bar=False,
+    )
     mcmc.run(jax.random.PRNGKey(seed), init_params=init_params)
     return mcmc
 
@@ -36,7 +37,9 @@ def expected_second_moments(mean, cov):
     return np.r_[mean, jnp.diag(second), second[0, 1]]
 
 
-def test_full_covariance_pseudo_gibbs_recovers_the_clean_gaussian_exactly():
+def test_full_covariance_pseudo_gibbs_recovers_the_clean_gaussian_exactly(
+    assert_expectations_match,
+):
     """With the exact noisy energy N(m, C + σ²I), full-covariance moment matching is exact
     Gibbs, so the draws have the clean covariance C, not C + σ²I."""
     noisy_precision = jnp.linalg.inv(COV + SIGMA**2 * jnp.eye(2))
@@ -52,12 +55,16 @@ def test_full_covariance_pseudo_gibbs_recovers_the_clean_gaussian_exactly():
 
 def test_trained_noisy_energy_gives_clean_not_noisy_covariance():
     data = jax.random.multivariate_normal(jax.random.PRNGKey(0), MEAN, COV, (10000,))
-    model = fit_noisy_energy(jax.random.PRNGKey(1), data, SIGMA, num_steps=1500, width=64,
-                             depth=2, progress_bar=False)
+    model = fit_noisy_energy(
+        jax.random.PRNGKey(1), data, SIGMA, num_steps=1500, width=64, depth=2, progress_bar=False
+    )
     samples = {}
     for covariance in ["full", "iso"]:
-        mcmc = run(PseudoGibbs(noisy_model=model, covariance=covariance),
-                   init_params=jnp.zeros((4, 2)), num_samples=1500)
+        mcmc = run(
+            PseudoGibbs(noisy_model=model, covariance=covariance),
+            init_params=jnp.zeros((4, 2)),
+            num_samples=1500,
+        )
         samples[covariance] = np.asarray(mcmc.get_samples())
     full_cov = np.cov(samples["full"].T)
     np.testing.assert_allclose(full_cov, COV, atol=0.2)
@@ -108,7 +115,9 @@ def banana_model():
 
 
 @pytest.mark.parametrize("covariance", ["full", "diag", "iso"])
-def test_mh_corrected_variant_leaves_a_known_target_invariant(covariance):
+def test_mh_corrected_variant_leaves_a_known_target_invariant(
+    covariance, assert_expectations_match
+):
     kernel = moment_matched_gibbs(banana_model, sigma=0.7, covariance=covariance)
     mcmc = run(kernel, num_samples=3000)
     samples = mcmc.get_samples(group_by_chain=True)
@@ -122,11 +131,26 @@ def test_mh_corrected_variant_leaves_a_known_target_invariant(covariance):
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda: PseudoGibbs(potential_fn=lambda x: x @ x, sigma=0.5, covariance="dense"), "covariance"),
-        (lambda: PseudoGibbs(potential_fn=lambda x: x @ x, sigma=0.5, covariance="iso"), "iso_variance"),
+        (
+            lambda: PseudoGibbs(potential_fn=lambda x: x @ x, sigma=0.5, covariance="dense"),
+            "covariance",
+        ),
+        (
+            lambda: PseudoGibbs(potential_fn=lambda x: x @ x, sigma=0.5, covariance="iso"),
+            "iso_variance",
+        ),
         (lambda: PseudoGibbs(potential_fn=lambda x: x @ x, sigma=-1.0), "positive noise level"),
+        (
+            lambda: PseudoGibbs(
+                potential_fn=lambda x: x @ x, sigma=0.5, covariance="diag", num_probes=0
+            ),
+            "num_probes",
+        ),
         (lambda: fit_noisy_energy(jax.random.PRNGKey(0), jnp.zeros(5), 0.1), r"\(n, d\) array"),
-        (lambda: fit_noisy_energy(jax.random.PRNGKey(0), jnp.full((4, 2), jnp.nan), 0.1), "non-finite"),
+        (
+            lambda: fit_noisy_energy(jax.random.PRNGKey(0), jnp.full((4, 2), jnp.nan), 0.1),
+            "non-finite",
+        ),
         (lambda: moment_matched_gibbs(banana_model, covariance="dense"), "proposal"),
     ],
 )

@@ -1,14 +1,18 @@
-"""Inference algorithms; each module holds one algorithm."""
+"""Inference algorithms; each module holds one algorithm, on the shared kernel template
+(:mod:`~ppl_diffusion.inference.kernel`) and denoising-posterior machinery
+(:mod:`~ppl_diffusion.inference.denoising`)."""
 
 from ppl_diffusion.inference.amortized import DiffusiveSampler
 from ppl_diffusion.inference.digs import (
     DiGS,
     NoiseSchedule,
     default_schedule,
+    moment_matched_gibbs,
     noise_schedule,
     ve_schedule,
     vp_schedule,
 )
+from ppl_diffusion.inference.pseudo_gibbs import PseudoGibbs, fit_noisy_energy
 from ppl_diffusion.inference.tempering import ParallelTempering, geometric_ladder
 
 __all__ = [
@@ -16,8 +20,11 @@ __all__ = [
     "DiffusiveSampler",
     "NoiseSchedule",
     "ParallelTempering",
+    "PseudoGibbs",
     "default_schedule",
+    "fit_noisy_energy",
     "geometric_ladder",
+    "moment_matched_gibbs",
     "noise_schedule",
     "ve_schedule",
     "vp_schedule",

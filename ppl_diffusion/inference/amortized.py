@@ -3,7 +3,7 @@ unnormalised target density so that afterwards a million samples cost one batche
 
 Both objectives compare generator and target after convolving each with Gaussian noise, where
 the target's noisy score ∇log p_t(x_t) can be estimated by sampling the denoising posterior
-p(x₀ | x_t) (:func:`~ppl_diffusion.inference.posterior.estimate_denoising_posterior`, the same
+p(x₀ | x_t) (:func:`~ppl_diffusion.inference.denoising.estimate_denoising_posterior`, the same
 machinery DiGS uses) and the mixed score identity.
 
 - ``objective="dikl"`` (diffusive KL): Σ_t w(t) KL(q_t ‖ p_t) on a VP schedule. Its gradient
@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -32,7 +33,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from ppl_diffusion.inference.posterior import estimate_denoising_posterior, mixed_score
+from ppl_diffusion.inference.denoising import estimate_denoising_posterior, mixed_score
 from ppl_diffusion.parallel import chain_mesh
 from ppl_diffusion.target import make_target
 
@@ -109,9 +110,7 @@ class DiffusiveSampler:
         num_levels, beta_min, beta_max: DiKL's VP schedule (linear β over ``num_levels``).
         weight_exponent: DiKL weights level t by w(t) = α_t^(−weight_exponent). Mode weights
             are only visible at noise levels where modes blur together (small α), so those
-            levels need the most weight: on mog40 an exponent of 2 covered 40/40 modes with
-            W2 5.0 where the exponent 1 left 35–36 modes at W2 8.7–10.5, and 3 collapsed to a
-            few modes (4000 steps each, exact noisy target score).
+            levels need the most weight (measurements in ``benchmarks/README.md``).
         sigma_min, sigma_max: VarDiU's VE noise range (σ log-uniform in it).
         num_particles, num_bridges, num_mala_steps, max_step_size: posterior sampling for the
             target's noisy score.
@@ -199,7 +198,11 @@ class DiffusiveSampler:
     def sample(self, rng_key: Array, num_samples: int) -> dict:
         """Constrained samples (and deterministic sites), like ``MCMC.get_samples()``."""
         return _generate_constrained(
-            self.generator, self.target.postprocess_fn, rng_key, num_samples, self.latent_dim,
+            self.generator,
+            self.target.postprocess_fn,
+            rng_key,
+            num_samples,
+            self.latent_dim,
             self._rows,
         )
 
@@ -233,7 +236,9 @@ class DiffusiveSampler:
         eval_fn: Callable[[Array], float] | None = None,
         progress_bar: bool = True,
     ) -> list[dict]:
-        """Train for ``num_steps`` generator steps (continuing any earlier training).
+        """Train until ``num_steps`` generator steps have been taken in all, earlier training
+        (and a resumed checkpoint) included: ``fit(key, 200)`` after ``fit(key, 100)`` trains
+        100 more steps.
 
         With ``checkpoint_path`` set, state is saved every ``checkpoint_every`` steps and at the
         end, and an existing checkpoint there is loaded first, so an interrupted fit resumes
@@ -244,8 +249,8 @@ class DiffusiveSampler:
         Learning rates may be optax schedules (counted in generator steps for the generator and
         in critic steps for the critic). Samples come from an exponential moving average of the
         generator's weights with decay ``min(ema_decay, (1 + step) / (10 + step))``, which
-        smooths the step-to-step jitter of adversarial-style updates (on mog40 its effect on W2
-        was within run-to-run noise). ``ema_decay=0`` samples from the latest weights.
+        smooths the step-to-step jitter of adversarial-style updates. ``ema_decay=0`` samples
+        from the latest weights.
         """
         if num_steps < 0 or batch_size < 1 or critic_steps < 1:
             raise ValueError("`num_steps` ≥ 0, `batch_size` ≥ 1 and `critic_steps` ≥ 1 required.")
@@ -282,8 +287,9 @@ class DiffusiveSampler:
                 metric = eval_fn(
                     _generate(state.averaged_generator, eval_key, 2000, self.latent_dim, self._rows)
                 )
-                self.history.append({"step": done, "loss": float(loss), "metric": metric,
-                                     "time": time.time()})
+                self.history.append(
+                    {"step": done, "loss": float(loss), "metric": metric, "time": time.time()}
+                )
             bar.set_postfix(loss=f"{float(loss):.3g}", metric=f"{metric:.4g}")
             if checkpoint_path is not None and (done % checkpoint_every == 0 or done == num_steps):
                 self._commit(state)
@@ -358,14 +364,16 @@ class DiffusiveSampler:
             return (eqx.apply_updates(params, updates), opt_state), loss
 
         (critic_params, critic_opt_state), _ = jax.lax.scan(
-            critic_update, (critic_params, state.critic_opt), jax.random.split(key_critic, critic_steps)
+            critic_update,
+            (critic_params, state.critic_opt),
+            jax.random.split(key_critic, critic_steps),
         )
         critic = eqx.combine(critic_params, critic_static)
 
         _, level, _, noisy, alpha, sigma = noisy_batch(key_gen, state.generator)
         target_score = self._noisy_target_score(key_score, noisy, alpha, sigma)
         model_score = -jax.vmap(critic)(noisy, level / num_levels) / sigma[:, None]
-        weight = (alpha ** -self.weight_exponent)[:, None]
+        weight = (alpha**-self.weight_exponent)[:, None]
         direction = jax.lax.stop_gradient(weight * (model_score - target_score))
 
         def generator_loss(generator):
@@ -378,17 +386,23 @@ class DiffusiveSampler:
             grads, state.generator_opt, eqx.filter(state.generator, eqx.is_array)
         )
         generator = eqx.apply_updates(state.generator, updates)
-        return state._replace(generator=generator, critic=critic, generator_opt=generator_opt_state,
-                              critic_opt=critic_opt_state, step=state.step + 1,
-                              rng_key=rng_key), loss
+        return state._replace(
+            generator=generator,
+            critic=critic,
+            generator_opt=generator_opt_state,
+            critic_opt=critic_opt_state,
+            step=state.step + 1,
+            rng_key=rng_key,
+        ), loss
 
     def _vardiu_step(self, state: TrainState, generator_opt, critic_opt, batch_size, critic_steps):
         rng_key, key_z, key_sigma, key_eps, key_score = jax.random.split(state.rng_key, 5)
         sigma_min, sigma_max = self.sigma_range
         half = max(1, batch_size // 2)
         z = self._shard_rows(jax.random.normal(key_z, (half, self.latent_dim)))
-        log_sigma = jax.random.uniform(key_sigma, (half,), minval=math.log(sigma_min),
-                                       maxval=math.log(sigma_max))
+        log_sigma = jax.random.uniform(
+            key_sigma, (half,), minval=math.log(sigma_min), maxval=math.log(sigma_max)
+        )
         sigma = jnp.exp(log_sigma)
         eps = jax.random.normal(key_eps, (half, self.dim))
         # Antithetic pairs x ± σε share z and σ, which cancels most of the noise's variance.
@@ -476,7 +490,9 @@ def _update_average(state: TrainState, ema_decay: float) -> TrainState:
 
 @eqx.filter_jit
 def _generate(generator, rng_key, num_samples, latent_dim, rows):
-    z = jax.lax.with_sharding_constraint(jax.random.normal(rng_key, (num_samples, latent_dim)), rows)
+    z = jax.lax.with_sharding_constraint(
+        jax.random.normal(rng_key, (num_samples, latent_dim)), rows
+    )
     return jax.vmap(generator)(z)
 
 

@@ -2,45 +2,61 @@
 
 DiGS is Gibbs sampling on the joint p(x, x̃) = p(x) N(x̃; αx, σ²I), whose x-marginal is the
 target. One sweep at a noise level draws x̃ ~ N(αx, σ²I) exactly and then moves x with a
-p(x | x̃)-invariant kernel (:func:`~ppl_diffusion.inference.posterior.sample_denoising_posterior`).
-Large noise levels let x jump between distant modes; small ones refine locally. Every move is a
-valid Gibbs or Metropolis–Hastings step, so the chain targets p(x) exactly.
+p(x | x̃)-invariant kernel (:func:`~ppl_diffusion.inference.denoising.sample_denoising_posterior`):
+a Metropolis–Hastings jump, optionally refined by MALA steps. Large noise levels let x jump
+between distant modes; small ones move it locally. After the sweep over the ladder, one NUTS
+transition on p(x) itself does the local exploration NUTS is good at. Every move is a valid
+Gibbs or Metropolis–Hastings step, so the chain targets p(x) exactly.
 
-The functional core (:func:`init`, :func:`build_kernel`) follows
-BlackJAX conventions; :class:`DiGS` wraps it as a NumPyro ``MCMCKernel``.
+The kernel runs in the whitened coordinates of the metric adapted in warmup
+(:mod:`~ppl_diffusion.inference.kernel`), so σ/α is in units of posterior standard deviations
+and one default ladder fits every posterior scale.
+
+The functional core (:func:`init`, :func:`build_kernel`) follows BlackJAX conventions;
+:class:`DiGS` wraps it as a NumPyro ``MCMCKernel``.
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from blackjax.mcmc import hmc, nuts
 from numpyro.infer.initialization import init_to_uniform
 
-from ppl_diffusion.inference.base import FlatTargetKernel, StepSizeAdaptation, tally_nonfinite
-from ppl_diffusion.inference.posterior import (
+from ppl_diffusion.inference.denoising import (
     PROPOSALS,
     PointState,
     init_point,
     sample_denoising_posterior,
 )
+from ppl_diffusion.inference.kernel import AdaptiveKernel, format_per_level
 
 Array = jax.Array
 
 __all__ = [
+    "LOCAL_MOVES",
     "NoiseSchedule",
     "noise_schedule",
     "vp_schedule",
     "ve_schedule",
     "default_schedule",
+    "noise_ladder",
+    "Levels",
+    "levels",
     "DiGSInfo",
     "init",
     "build_kernel",
     "DiGS",
-    "DiGSKernelState",
+    "moment_matched_gibbs",
 ]
+
+LOCAL_MOVES = ("nuts", None)
+MALA_TARGET_ACCEPT_PROB = 0.574
+"""The acceptance at which MALA's efficiency peaks in high dimension (Roberts & Rosenthal)."""
 
 
 class NoiseSchedule(NamedTuple):
@@ -100,124 +116,233 @@ def ve_schedule(sigma_max: float, sigma_min: float, num_levels: int) -> NoiseSch
     return noise_schedule(np.ones(num_levels), sigmas)
 
 
-def default_schedule() -> NoiseSchedule:
-    """Six VP levels with σ/α ≈ 40, 20, 10, 5, 2 and 0.5.
+SIGMA_MIN = 1.0
+"""Smallest noise of the adaptive ladder, in posterior standard deviations."""
+SIGMA_MAX_LIMITS = (2.0, 1000.0)
+INITIAL_SIGMA_MAX = 10.0
+MIN_JUMP_ACCEPT_PROB = 0.002
+"""A level whose jumps were accepted less often than this over the second half of warmup is
+switched off for sampling: it would cost a gradient per iteration for (almost) nothing."""
 
-    In NumPyro's unconstrained space a posterior of roughly unit scale is refined by the small
-    levels, while the large ones let chains jump between modes up to ~40 units apart. Levels
-    much wider than the target only cost their gradient evaluations; they never bias the chain.
-    """
-    return vp_schedule([0.025, 0.05, 0.1, 0.2, 0.45, 0.9])
+
+def noise_ladder(sigma_max: Array, num_levels: int) -> Array:
+    """``num_levels`` noise levels from ``sigma_max`` down to :data:`SIGMA_MIN`, geometric."""
+    fractions = jnp.linspace(0.0, 1.0, num_levels)
+    return sigma_max * (SIGMA_MIN / sigma_max) ** fractions
+
+
+def default_schedule(num_levels: int = 4) -> NoiseSchedule:
+    """The ladder DiGS starts warmup from when no schedule is given: VE levels from
+    σ = 10 down to 1. Warmup then sets the largest level from what the chains see."""
+    if num_levels < 1:
+        raise ValueError(f"`num_levels` must be at least 1, got {num_levels}.")
+    return noise_schedule(np.ones(num_levels), noise_ladder(INITIAL_SIGMA_MAX, num_levels))
+
+
+class Levels(NamedTuple):
+    """The noise levels a DiGS iteration sweeps, and which of them are switched on."""
+
+    alphas: Array
+    sigmas: Array
+    active: Array
+
+
+def levels(schedule: NoiseSchedule) -> Levels:
+    """Every level of ``schedule``, all switched on."""
+    return Levels(schedule.alphas, schedule.sigmas, jnp.ones(schedule.num_levels, bool))
+
+
+class LadderStatistics(NamedTuple):
+    jump_accept_total: Array
+    """Per level, summed jump acceptance over the second half of warmup."""
+    num_iterations: Array
+    radius: Array
+    """Largest whitened coordinate (distance from the metric's mean along one axis) in the
+    current slow window."""
 
 
 class DiGSInfo(NamedTuple):
-    init_accepted: Array
-    """Per level: whether the independent MH initialisation of the denoising step was accepted."""
-    mala_acceptance: Array
-    """Per level: mean MALA acceptance probability."""
+    jump_accept_prob: Array
+    """Per level: acceptance probability of the jump proposal."""
+    mala_accept_prob: Array
+    """Per level: mean MALA acceptance probability (NaN with no MALA steps)."""
+    local_accept_prob: Array
+    """Mean acceptance probability of the NUTS transition (NaN without one)."""
+    diverging: Array
+    """Whether the NUTS transition diverged."""
     num_nonfinite: Array
     """Rejected proposals with a non-finite log density or gradient, over all levels."""
+    num_grad_evals: Array
+    """Target gradients this iteration cost (NUTS's part varies per iteration)."""
 
 
 def init(position: Array, logdensity_fn: Callable) -> PointState:
     return init_point(position, logdensity_fn)
 
 
+def jump_cost(proposal: str, num_probes: int, dim: int) -> int:
+    """Gradients one jump costs: the candidate's, plus the score and curvature that a
+    moment-matched proposal is built from (one jvp per dimension, or per probe)."""
+    if proposal == "full":
+        return 2 + dim
+    if proposal in ("diag", "iso"):
+        return 2 + num_probes
+    return 1
+
+
 def build_kernel(
-    schedule: NoiseSchedule,
-    num_mala_steps: int,
-    proposal: str = "independent",
+    num_mala_steps: int = 0,
+    proposal: str = "mixed",
     num_probes: int = 8,
+    local_move: str | None = "nuts",
+    block_size: int | None = 1,
 ) -> Callable:
-    """A DiGS sweep over every level of ``schedule``.
+    """A DiGS iteration: a sweep over the active noise levels, then the local move.
 
-    ``proposal`` selects the Metropolis–Hastings proposal of each denoising move (see
-    :func:`~ppl_diffusion.inference.posterior.sample_denoising_posterior`).
+    Returns ``kernel(rng_key, state, logdensity_fn, step_sizes, levels) -> (state, DiGSInfo)``
+    where ``levels`` is a :class:`Levels` (see :func:`levels`) and ``step_sizes`` holds one
+    MALA step size per level and, last, the NUTS step size.
 
-    Returns ``kernel(rng_key, state, logdensity_fn, step_sizes) -> (state, DiGSInfo)`` where
-    ``step_sizes`` holds one MALA step size per level.
+    With ``block_size`` set, each level noises and jumps every coordinate in half of the
+    sweeps and only ``block_size`` coordinates chosen at random in the other half (Gibbs on
+    that block; a random choice of valid moves stays valid). A jump of the whole vector is
+    accepted less and less often as the dimension grows; a jump of one coordinate at a time
+    still crosses between modes that differ in few coordinates, like a sign ambiguity.
     """
-    if num_mala_steps < 0:
-        raise ValueError(f"`num_mala_steps` must be non-negative, got {num_mala_steps}.")
+    if (
+        isinstance(num_mala_steps, bool)
+        or int(num_mala_steps) != num_mala_steps
+        or num_mala_steps < 0
+    ):
+        raise ValueError(f"`num_mala_steps` must be a non-negative integer, got {num_mala_steps}.")
     if proposal not in PROPOSALS:
         raise ValueError(f"`proposal` must be one of {PROPOSALS}, got {proposal!r}.")
-
-    def kernel(rng_key, state: PointState, logdensity_fn, step_sizes):
-        def one_level(point, level):
-            key, alpha, sigma, step_size = level
-            key_noise, key_denoise = jax.random.split(key)
-            noise = jax.random.normal(key_noise, point.position.shape)
-            noisy = alpha * point.position + sigma * noise
-            return sample_denoising_posterior(
-                key_denoise,
-                point,
-                noisy,
-                alpha,
-                sigma,
-                logdensity_fn,
-                step_size,
-                num_mala_steps,
-                proposal,
-                num_probes,
+    if local_move not in LOCAL_MOVES:
+        raise ValueError(f"`local_move` must be one of {LOCAL_MOVES}, got {local_move!r}.")
+    if isinstance(num_probes, bool) or int(num_probes) != num_probes or num_probes < 1:
+        raise ValueError(f"`num_probes` must be a positive integer, got {num_probes}.")
+    if block_size is not None:
+        if isinstance(block_size, bool) or int(block_size) != block_size or block_size < 1:
+            raise ValueError(f"`block_size` must be a positive integer or None, got {block_size}.")
+        if proposal in ("full", "diag", "iso"):
+            raise ValueError(
+                f"`block_size` needs a diagonal jump proposal; use block_size=None with "
+                f"proposal={proposal!r}."
             )
+        block_size = int(block_size)
+    num_mala_steps, num_probes = int(num_mala_steps), int(num_probes)
+    nuts_step = nuts.build_kernel()
 
-        keys = jax.random.split(rng_key, schedule.num_levels)
-        levels = (keys, schedule.alphas, schedule.sigmas, step_sizes)
-        state, info = jax.lax.scan(one_level, state, levels)
-        return state, DiGSInfo(info.init_accepted, info.mala_acceptance, info.num_nonfinite.sum())
+    def kernel(rng_key, state: PointState, logdensity_fn, step_sizes, levels: Levels):
+        key_levels, key_local = jax.random.split(rng_key)
+
+        def random_block(key, dim):
+            if block_size is None or block_size >= dim:
+                return None
+            key_whole, key_pick = jax.random.split(key)
+            chosen = jax.random.permutation(key_pick, dim)[:block_size]
+            return jnp.zeros(dim, bool).at[chosen].set(True) | jax.random.bernoulli(key_whole)
+
+        def one_level(point, level):
+            key, alpha, sigma, active, step_size = level
+            key_noise, key_denoise, key_block = jax.random.split(key, 3)
+            block = random_block(key_block, point.position.shape[-1])
+
+            def move(point):
+                noise = jax.random.normal(key_noise, point.position.shape)
+                noisy = alpha * point.position + sigma * noise
+                return sample_denoising_posterior(
+                    key_denoise,
+                    point,
+                    noisy,
+                    alpha,
+                    sigma,
+                    logdensity_fn,
+                    step_size,
+                    num_mala_steps,
+                    proposal,
+                    num_probes,
+                    block,
+                )
+
+            def skip(point):
+                return point, jax.tree.map(jnp.zeros_like, jax.eval_shape(move, point)[1])
+
+            return jax.lax.cond(active, move, skip, point)
+
+        num_levels = levels.sigmas.shape[0]
+        keys = jax.random.split(key_levels, num_levels)
+        sweep = (keys, levels.alphas, levels.sigmas, levels.active, step_sizes[:-1])
+        state, level_info = jax.lax.scan(one_level, state, sweep)
+        dim = state.position.shape[-1]
+        per_level = jump_cost(proposal, num_probes, dim) + num_mala_steps
+        num_grad_evals = jnp.sum(levels.active) * per_level
+        if local_move == "nuts":
+            hmc_state = hmc.HMCState(state.position, state.logdensity, state.logdensity_grad)
+            hmc_state, nuts_info = nuts_step(
+                key_local,
+                hmc_state,
+                logdensity_fn,
+                step_sizes[-1],
+                jnp.ones(dim, state.position.dtype),
+            )
+            state = PointState(hmc_state.position, hmc_state.logdensity, hmc_state.logdensity_grad)
+            local_accept_prob = jnp.nan_to_num(nuts_info.acceptance_rate)
+            diverging = nuts_info.is_divergent
+            num_grad_evals = num_grad_evals + nuts_info.num_integration_steps
+        else:
+            local_accept_prob = jnp.array(jnp.nan, state.logdensity.dtype)
+            diverging = jnp.array(False)
+        info = DiGSInfo(
+            jump_accept_prob=level_info.jump_accept_prob,
+            mala_accept_prob=level_info.mala_accept_prob,
+            local_accept_prob=local_accept_prob,
+            diverging=diverging,
+            num_nonfinite=level_info.num_nonfinite.sum(),
+            num_grad_evals=num_grad_evals.astype(jnp.int32),
+        )
+        return state, info
 
     return kernel
 
 
-def initial_step_sizes(schedule: NoiseSchedule, step_size: float) -> Array:
-    """The posterior p(x | x̃) is no wider than σ/α, so cap the MALA step there."""
-    ratio = schedule.sigmas / schedule.alphas
-    return jnp.minimum(step_size, 0.25 * ratio**2)
-
-
-class DiGSKernelState(NamedTuple):
-    i: Array
-    z: Array
-    """Flat unconstrained position (``postprocess_fn`` maps it to model sites)."""
-    logdensity: Array
-    logdensity_grad: Array
-    step_size: Array
-    adapt_state: tuple
-    init_accept: Array
-    mala_accept_prob: Array
-    num_nonfinite: Array
-    total_nonfinite: Array
-    """Running count of rejected non-finite proposals (warns at 10, 100, …)."""
-    rng_key: Array
-
-
-class DiGS(FlatTargetKernel):
+class DiGS(AdaptiveKernel):
     """Diffusive Gibbs Sampling as a drop-in NumPyro kernel: ``MCMC(DiGS(model), ...)``.
 
     Args:
         model: a NumPyro model with continuous latent sites.
         potential_fn: alternatively, ``params -> potential energy``; then ``init_params`` must be
             given to ``MCMC.run``.
-        schedule: a :class:`NoiseSchedule` (large noise first). Defaults to
-            :func:`default_schedule`, six VP levels. For multimodal targets whose modes are
-            far apart compared to their width, use a ladder whose largest σ/α reaches the
-            distance between modes.
-        num_mala_steps: MALA refinement steps per level and iteration. With 0, each level is a
-            single independent Metropolis–Hastings move (cheap mode hopping in low dimension);
-            its gradient is still evaluated and counted.
-        step_size: initial MALA step size (capped per level at (σ/α)²/4).
-        adapt_step_size: adapt each level's step size during warmup by dual averaging.
-        target_accept_prob: MALA acceptance targeted by adaptation.
-        init_strategy: NumPyro initialisation strategy.
-        proposal: the denoising move's MH proposal: ``"independent"`` N(x̃/α, σ²/α²), or a
-            Gaussian moment-matched to p(x | x̃) from the target's score and its Jacobian
-            (``"full"``), Hutchinson diagonal (``"diag"``) or trace (``"iso"``).
+        schedule: a fixed :class:`NoiseSchedule` (large noise first), in whitened units
+            (posterior standard deviations) when the metric is adapted. By default the ladder
+            is chosen in warmup: ``num_levels`` VE levels from σ_max down to 1, where at the
+            end of each slow window σ_max becomes the largest distance of any chain from the
+            metric's mean along any whitened coordinate in that window (clipped to [2, 1000]):
+            about half the distance between the modes the chains have seen, or 3–4 posterior
+            standard deviations for a unimodal posterior. Either way, a level whose jumps were
+            accepted less than 0.2% of the time over the second half of warmup is switched
+            off for sampling, and costs nothing after it.
+        num_levels: levels of the warmup-chosen ladder (ignored with ``schedule``).
+        proposal: the jump proposal of each level (see
+            :func:`~ppl_diffusion.inference.denoising.jump_proposal`): ``"mixed"`` (default),
+            ``"independent"``, ``"gaussian"``, or the moment-matched ``"full"``, ``"diag"``,
+            ``"iso"``.
+        num_mala_steps: MALA steps on p(x | x̃) after each level's jump (default 0: the NUTS
+            transition after the sweep does the local work).
+        local_move: ``"nuts"`` (default): one NUTS transition on p(x) per iteration; ``None``:
+            none.
         num_probes: Rademacher probes for the ``"diag"``/``"iso"`` proposals.
+        block_size: coordinates jumped at once in half of the sweeps (the other half jump
+            all of them); ``None``: always all (see :func:`build_kernel`).
+        step_size: initial step size of the NUTS move (MALA steps start at (σ/α)²/4, at most 1).
+        adapt_step_size, target_accept_prob: dual averaging of every step size during warmup;
+            the NUTS move aims at ``target_accept_prob``, the MALA steps at 0.574.
+        adapt_metric, dense_mass: estimate a diagonal (default) or dense metric in Stan's
+            warmup windows and run the whole kernel in its whitened coordinates.
+        init_strategy: NumPyro initialisation strategy.
 
-    Extra fields: ``init_accept`` (per level), ``mala_accept_prob`` (per level),
-    ``num_nonfinite`` (rejected non-finite proposals in the iteration), ``step_size``.
-    One iteration costs ``num_levels * (num_mala_steps + 1)`` gradient evaluations with the
-    independent proposal (see :attr:`gradient_evaluations_per_iteration`).
+    Extra fields: ``jump_accept_prob`` and ``mala_accept_prob`` (per level),
+    ``local_accept_prob``, ``diverging``, ``num_nonfinite``, ``num_grad_evals``, ``step_size``.
     """
 
     def __init__(
@@ -225,85 +350,135 @@ class DiGS(FlatTargetKernel):
         model: Callable | None = None,
         potential_fn: Callable | None = None,
         schedule: NoiseSchedule | None = None,
-        num_mala_steps: int = 3,
-        step_size: float = 0.1,
-        adapt_step_size: bool = True,
-        target_accept_prob: float = 0.574,
-        init_strategy: Callable = init_to_uniform,
-        proposal: str = "independent",
+        num_levels: int = 4,
+        proposal: str = "mixed",
+        num_mala_steps: int = 0,
+        local_move: str | None = "nuts",
         num_probes: int = 8,
+        block_size: int | None = 1,
+        step_size: float = 1.0,
+        adapt_step_size: bool = True,
+        target_accept_prob: float = 0.8,
+        adapt_metric: bool = True,
+        dense_mass: bool = False,
+        init_strategy: Callable = init_to_uniform,
     ):
-        super().__init__(model, potential_fn, init_strategy)
+        super().__init__(
+            model,
+            potential_fn,
+            init_strategy,
+            adapt_step_size,
+            adapt_metric,
+            dense_mass,
+            target_accept_prob,
+        )
         if not step_size > 0:
             raise ValueError(f"`step_size` must be positive, got {step_size}.")
-        self.schedule = default_schedule() if schedule is None else schedule
-        if not isinstance(self.schedule, NoiseSchedule):
+        self.adaptive_ladder = schedule is None
+        schedule = default_schedule(num_levels) if schedule is None else schedule
+        if not isinstance(schedule, NoiseSchedule):
             raise TypeError("`schedule` must be a NoiseSchedule (see `noise_schedule`).")
-        self.num_mala_steps = int(num_mala_steps)
-        self.proposal, self.num_probes = proposal, int(num_probes)
-        self._kernel = build_kernel(self.schedule, self.num_mala_steps, proposal, num_probes)
+        self.schedule = noise_schedule(schedule.alphas, schedule.sigmas)
+        self.proposal, self.local_move = proposal, local_move
+        self._kernel = build_kernel(num_mala_steps, proposal, num_probes, local_move, block_size)
+        self.block_size = block_size
+        self.num_mala_steps, self.num_probes = int(num_mala_steps), int(num_probes)
         self._step_size = step_size
-        # With no MALA steps there is no acceptance to adapt to.
-        self._adaptation = StepSizeAdaptation(
-            target_accept_prob, adapt_step_size and self.num_mala_steps > 0
-        )
 
-    @property
-    def gradient_evaluations_per_iteration(self) -> int:
-        """Target gradients (or Jacobian-vector products) one iteration costs."""
-        per_level = self.num_mala_steps + 1
-        if self.proposal != "independent":
-            # the score at x̃/α, plus its Jacobian (one jvp per dimension) or probes
-            if self.proposal == "full":
-                if self._target is None:
-                    raise RuntimeError("The cost of a full-covariance proposal is known after `init`.")
-                per_level += 1 + self._target.dim
-            else:
-                per_level += 1 + self.num_probes
-        return self.schedule.num_levels * per_level
+    def core_init(self, position, logdensity_fn):
+        return init(position, logdensity_fn)
 
-    def init_state(self, position, rng_key) -> DiGSKernelState:
-        point = init(position, self._target.logdensity_fn)
-        dtype = point.position.dtype
-        step_sizes = initial_step_sizes(self.schedule, self._step_size).astype(dtype)
+    def core_step(self, rng_key, core_state, logdensity_fn, step_sizes, parameters):
+        return self._kernel(rng_key, core_state, logdensity_fn, step_sizes, parameters)
+
+    def initial_tuning(self, dim, dtype):
         num_levels = self.schedule.num_levels
-        return DiGSKernelState(
-            i=jnp.array(0),
-            z=point.position,
-            logdensity=point.logdensity,
-            logdensity_grad=point.logdensity_grad,
-            step_size=step_sizes,
-            adapt_state=self._adaptation.init(step_sizes),
-            init_accept=jnp.zeros(num_levels, dtype),
-            mala_accept_prob=jnp.zeros(num_levels, dtype),
-            num_nonfinite=jnp.array(0),
-            total_nonfinite=jnp.array(0),
-            rng_key=rng_key,
+        parameters = levels(self.schedule)
+        parameters = parameters._replace(
+            alphas=parameters.alphas.astype(dtype), sigmas=parameters.sigmas.astype(dtype)
         )
+        statistics = LadderStatistics(
+            jnp.zeros(num_levels, dtype), jnp.array(0), jnp.array(0, dtype)
+        )
+        return parameters, statistics
 
-    def sample_one(self, state: DiGSKernelState) -> DiGSKernelState:
-        rng_key, key_step = jax.random.split(state.rng_key)
-        point = PointState(state.z, state.logdensity, state.logdensity_grad)
-        point, info = self._kernel(key_step, point, self._target.logdensity_fn, state.step_size)
-        adapt_state, step_size = self._adaptation.update(
-            state.adapt_state, state.step_size, info.mala_acceptance, state.i, self._num_warmup
+    def tune(self, parameters, statistics, info, whitened_position, phase, pool):
+        # Per coordinate, not the Euclidean norm: a block jump moves single coordinates, and
+        # the norm of a unimodal posterior's draws grows like sqrt(d) without any mode there.
+        radius = jnp.where(
+            phase.collecting,
+            jnp.maximum(statistics.radius, jnp.max(jnp.abs(whitened_position))),
+            statistics.radius,
         )
-        dtype = point.position.dtype
-        return DiGSKernelState(
-            i=state.i + 1,
-            z=point.position,
-            logdensity=point.logdensity,
-            logdensity_grad=point.logdensity_grad,
-            step_size=step_size,
-            adapt_state=adapt_state,
-            init_accept=info.init_accepted.astype(dtype),
-            mala_accept_prob=info.mala_acceptance.astype(dtype),
-            num_nonfinite=info.num_nonfinite,
-            total_nonfinite=tally_nonfinite(state.total_nonfinite, info.num_nonfinite),
-            rng_key=rng_key,
+        if self.adaptive_ladder:
+            sigma_max = jnp.clip(pool.pool_max(radius), *SIGMA_MAX_LIMITS)
+            sigmas = noise_ladder(sigma_max, self.schedule.num_levels)
+            parameters = parameters._replace(
+                sigmas=jnp.where(phase.window_end, sigmas, parameters.sigmas)
+            )
+        radius = jnp.where(phase.window_end, 0.0, radius)
+        counting = phase.iteration >= phase.num_warmup // 2
+        total = statistics.jump_accept_total + jnp.where(counting, info.jump_accept_prob, 0.0)
+        count = statistics.num_iterations + counting
+        rate = pool.pool_mean(total / jnp.maximum(count, 1))
+        active = jnp.where(
+            phase.iteration == phase.num_warmup - 1,
+            rate >= MIN_JUMP_ACCEPT_PROB,
+            parameters.active,
         )
+        return parameters._replace(active=active), LadderStatistics(total, count, radius)
+
+    def initial_step_sizes(self, dtype):
+        # p(x | x̃) is no wider than σ/α, so a MALA step starts below that.
+        ratio = self.schedule.sigmas / self.schedule.alphas
+        mala = jnp.minimum(1.0, 0.25 * ratio**2)
+        return jnp.append(mala, self._step_size).astype(dtype)
+
+    def adapted_step_sizes(self):
+        return np.r_[
+            np.full(self.schedule.num_levels, self.num_mala_steps > 0), self.local_move is not None
+        ]
+
+    def step_size_targets(self):
+        return np.r_[
+            np.full(self.schedule.num_levels, MALA_TARGET_ACCEPT_PROB), self.target_accept_prob
+        ]
+
+    def adaptation_signal(self, info):
+        return jnp.append(info.mala_accept_prob, info.local_accept_prob)
 
     def get_diagnostics_str(self, state):
-        init_acc = " ".join(f"{a:.2f}" for a in np.atleast_1d(np.asarray(state.init_accept)))
-        mala_acc = " ".join(f"{a:.2f}" for a in np.atleast_1d(np.asarray(state.mala_accept_prob)))
-        return f"init acc [{init_acc}], MALA acc [{mala_acc}]"
+        text = format_per_level("jump acc", state.jump_accept_prob)
+        if self.num_mala_steps:
+            text += ", " + format_per_level("MALA acc", state.mala_accept_prob)
+        if self.local_move is not None:
+            text += f", NUTS acc {float(np.mean(state.local_accept_prob)):.2f}"
+        return text
+
+
+def moment_matched_gibbs(
+    model: Callable | None = None,
+    potential_fn: Callable | None = None,
+    sigma: float = 0.5,
+    covariance: str = "full",
+    num_probes: int = 8,
+    num_mala_steps: int = 0,
+    **kwargs,
+) -> DiGS:
+    """Gibbs on (x, x̃ = x + σε) whose denoising move proposes from a Gaussian moment-matched
+    to p(x | x̃): the Laplace approximation from the target's own score and curvature, which a
+    Metropolis–Hastings step corrects, so the chain targets p(x) exactly. It is DiGS with one
+    VE level, that proposal and no NUTS move; ``num_mala_steps`` MALA steps may follow.
+    (Pseudo-Gibbs, for a model known only through a noisy energy, uses Tweedie's moments of
+    the noisy score instead and has no correction.)"""
+    kwargs.setdefault("local_move", None)
+    kwargs.setdefault("block_size", None)
+    return DiGS(
+        model,
+        potential_fn,
+        schedule=ve_schedule(sigma, sigma, 1),
+        num_mala_steps=num_mala_steps,
+        proposal=covariance,
+        num_probes=num_probes,
+        **kwargs,
+    )

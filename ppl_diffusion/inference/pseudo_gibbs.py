@@ -10,26 +10,25 @@ Pseudo-Gibbs alternates x̃ = x + σε and x ~ N(E[x | x̃], Cov[x | x̃]). The 
 ``"diag"`` (Hutchinson's estimator of its diagonal from Rademacher probes and jvp
 Hessian-vector products) or ``"iso"`` (the fixed σ² − σ⁴ E‖s‖²/d, since E[tr ∇s] = −E‖s‖²).
 
-For a target whose density is known, the same Gaussian built from the target's own score is a
-proposal for the exact denoising posterior; :func:`moment_matched_gibbs` makes that an exact,
-Metropolis–Hastings-corrected DiGS kernel.
+For a target whose density is known, :func:`~ppl_diffusion.inference.digs.moment_matched_gibbs`
+is the exact relative: a DiGS kernel whose jump is the Laplace approximation of p(x | x̃) from
+the target's own score, corrected by Metropolis–Hastings.
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from numpyro.infer.initialization import init_to_uniform
 from tqdm.auto import tqdm
 
-from ppl_diffusion.inference.base import FlatTargetKernel, tally_nonfinite
-from ppl_diffusion.inference.digs import DiGS, ve_schedule
-from ppl_diffusion.inference.posterior import moment_matched_proposal
+from ppl_diffusion.inference.denoising import moment_matched_proposal
+from ppl_diffusion.inference.kernel import AdaptiveKernel
 
 Array = jax.Array
 
@@ -103,8 +102,14 @@ def fit_noisy_energy(
         raise ValueError(f"`sigma` must be positive, got {sigma}.")
     key_init, key_train, key_iso = jax.random.split(rng_key, 3)
     spread = jnp.sqrt(jnp.sum(data.var(0))) + sigma
-    energy = EnergyMLP(data.shape[1], width, depth, key_init, data.mean(0),
-                       jnp.full(data.shape[1], ENVELOPE_WIDTH * spread))
+    energy = EnergyMLP(
+        data.shape[1],
+        width,
+        depth,
+        key_init,
+        data.mean(0),
+        jnp.full(data.shape[1], ENVELOPE_WIDTH * spread),
+    )
     optimizer = optax.apply_if_finite(
         optax.chain(optax.clip_by_global_norm(10.0), optax.adam(learning_rate)), 100
     )
@@ -120,7 +125,9 @@ def fit_noisy_energy(
         key_batch, key_noise = jax.random.split(key)
         index = jax.random.randint(key_batch, (batch_size,), 0, data.shape[0])
         clean = data[index]
-        loss, grads = eqx.filter_value_and_grad(loss_fn)(energy, clean, jax.random.normal(key_noise, clean.shape))
+        loss, grads = eqx.filter_value_and_grad(loss_fn)(
+            energy, clean, jax.random.normal(key_noise, clean.shape)
+        )
         updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(energy, eqx.is_array))
         return eqx.apply_updates(energy, updates), opt_state, loss
 
@@ -136,11 +143,18 @@ def fit_noisy_energy(
 
 # ------------------------------------------------------------------------------ the sampler
 class PseudoGibbsState(NamedTuple):
-    i: Array
-    z: Array
+    position: Array
+
+
+class PseudoGibbsInfo(NamedTuple):
     num_nonfinite: Array
-    total_nonfinite: Array
-    rng_key: Array
+    """1 when the iteration's draw was not finite and was rejected."""
+    num_grad_evals: Array
+    """Score evaluations and Jacobian-vector products of the noisy model this iteration."""
+
+
+def init(position: Array) -> PseudoGibbsState:
+    return PseudoGibbsState(position)
 
 
 def pseudo_gibbs_step(
@@ -161,12 +175,44 @@ def pseudo_gibbs_step(
     return proposal.sample(key_draw)
 
 
-class PseudoGibbs(FlatTargetKernel):
+def build_kernel(
+    sigma: float, covariance: str, num_probes: int = 8, iso_variance: float | None = None
+) -> Callable:
+    """``kernel(rng_key, state, logdensity_fn) -> (state, PseudoGibbsInfo)`` where
+    ``logdensity_fn`` is the noisy model's log density. A non-finite draw (a badly behaved
+    energy far from the data) is rejected and counted."""
+    if covariance not in COVARIANCES:
+        raise ValueError(f"`covariance` must be one of {COVARIANCES}, got {covariance!r}.")
+    if sigma is None or not sigma > 0:
+        raise ValueError(f"`sigma` must be a positive noise level, got {sigma}.")
+    if covariance == "iso" and iso_variance is None:
+        raise ValueError("`covariance='iso'` needs `iso_variance` (or a NoisyEnergyModel).")
+    if isinstance(num_probes, bool) or int(num_probes) != num_probes or num_probes < 1:
+        raise ValueError(f"`num_probes` must be a positive integer, got {num_probes}.")
+
+    def kernel(rng_key, state: PseudoGibbsState, logdensity_fn):
+        score_fn = jax.grad(logdensity_fn)
+        position = pseudo_gibbs_step(
+            rng_key, state.position, score_fn, sigma, covariance, num_probes, iso_variance
+        )
+        finite = jnp.all(jnp.isfinite(position))
+        dim = position.shape[-1]
+        curvature_cost = {"full": dim, "diag": num_probes, "iso": 0}[covariance]
+        info = PseudoGibbsInfo(
+            (~finite).astype(jnp.int32), jnp.array(1 + curvature_cost, jnp.int32)
+        )
+        return PseudoGibbsState(jnp.where(finite, position, state.position)), info
+
+    return kernel
+
+
+class PseudoGibbs(AdaptiveKernel):
     """Pseudo-Gibbs on a noisy energy model as a NumPyro kernel.
 
     The model (or potential) is the *noisy* model p_σ; the chain's draws approximate the clean
     model. Pass ``noisy_model=`` a :class:`NoisyEnergyModel` from :func:`fit_noisy_energy`, or a
-    NumPyro model / potential whose log density is that energy's negative.
+    NumPyro model / potential whose log density is that energy's negative. Its moves have no
+    step size and its noise is fixed in the data's units, so warmup adapts nothing.
 
     Args:
         sigma: the noise level the model was trained at.
@@ -174,7 +220,7 @@ class PseudoGibbs(FlatTargetKernel):
         num_probes: Rademacher probes for the ``"diag"`` estimator.
         iso_variance: the ``"iso"`` variance; from the model when given a NoisyEnergyModel.
 
-    Extra field ``num_nonfinite``: 1 when the iteration's draw was not finite and was rejected.
+    Extra fields: ``num_nonfinite``, ``num_grad_evals``.
     """
 
     def __init__(
@@ -194,58 +240,24 @@ class PseudoGibbs(FlatTargetKernel):
             potential_fn = noisy_model.energy
             sigma = noisy_model.sigma if sigma is None else sigma
             iso_variance = noisy_model.iso_variance if iso_variance is None else iso_variance
-        super().__init__(model, potential_fn, init_strategy)
-        if covariance not in COVARIANCES:
-            raise ValueError(f"`covariance` must be one of {COVARIANCES}, got {covariance!r}.")
-        if sigma is None or not sigma > 0:
-            raise ValueError(f"`sigma` must be a positive noise level, got {sigma}.")
-        if covariance == "iso" and iso_variance is None:
-            raise ValueError("`covariance='iso'` needs `iso_variance` (or a NoisyEnergyModel).")
-        if num_probes < 1:
-            raise ValueError(f"`num_probes` must be at least 1, got {num_probes}.")
+        super().__init__(
+            model, potential_fn, init_strategy, adapt_step_size=False, adapt_metric=False
+        )
+        self._kernel = build_kernel(sigma, covariance, num_probes, iso_variance)
         self.sigma, self.covariance = float(sigma), covariance
         self.num_probes, self.iso_variance = int(num_probes), iso_variance
 
-    def init_state(self, position, rng_key):
-        return PseudoGibbsState(jnp.array(0), position, jnp.array(0), jnp.array(0), rng_key)
+    def core_init(self, position, logdensity_fn):
+        return init(position)
 
-    def sample_one(self, state):
-        rng_key, key_step = jax.random.split(state.rng_key)
-        score_fn = jax.grad(self._target.logdensity_fn)
-        position = pseudo_gibbs_step(
-            key_step, state.z, score_fn, self.sigma, self.covariance, self.num_probes,
-            self.iso_variance,
-        )
-        # A non-finite draw (a badly behaved energy far from the data) is rejected.
-        finite = jnp.all(jnp.isfinite(position))
-        position = jnp.where(finite, position, state.z)
-        num_nonfinite = (~finite).astype(jnp.int32)
-        total = tally_nonfinite(state.total_nonfinite, num_nonfinite)
-        return PseudoGibbsState(state.i + 1, position, num_nonfinite, total, rng_key)
+    def core_step(self, rng_key, core_state, logdensity_fn, step_sizes, parameters):
+        return self._kernel(rng_key, core_state, logdensity_fn)
 
+    def initial_step_sizes(self, dtype):
+        return jnp.zeros(0, dtype)
 
-def moment_matched_gibbs(
-    model: Callable | None = None,
-    potential_fn: Callable | None = None,
-    sigma: float = 0.5,
-    covariance: str = "full",
-    num_probes: int = 8,
-    num_mala_steps: int = 0,
-    **kwargs,
-) -> DiGS:
-    """The exact variant for a target with a known density: Gibbs on (x, x̃ = x + σε) where the
-    denoising move proposes from the moment-matched Gaussian built from the target's own score
-    and a Metropolis–Hastings step corrects it, so the chain targets p(x) exactly. It is DiGS
-    with one VE level and that proposal; ``num_mala_steps`` MALA steps may follow."""
-    return DiGS(
-        model,
-        potential_fn,
-        schedule=ve_schedule(sigma, sigma, 1),
-        num_mala_steps=num_mala_steps,
-        proposal=covariance,
-        num_probes=num_probes,
-        **kwargs,
-    )
+    def adaptation_signal(self, info):
+        return jnp.zeros(0)
 
 
 __all__ = [
@@ -253,7 +265,10 @@ __all__ = [
     "EnergyMLP",
     "NoisyEnergyModel",
     "PseudoGibbs",
+    "PseudoGibbsInfo",
+    "PseudoGibbsState",
+    "build_kernel",
     "fit_noisy_energy",
-    "moment_matched_gibbs",
+    "init",
     "pseudo_gibbs_step",
 ]

@@ -9,16 +9,17 @@ random pair choice). Only the β = 1 replica is returned. BlackJAX has no replic
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from blackjax.mcmc import mala
+from blackjax.mcmc import mala, nuts
 from numpyro.infer.initialization import init_to_uniform
 
-from ppl_diffusion.inference.base import FlatTargetKernel, StepSizeAdaptation, tally_nonfinite
-from ppl_diffusion.inference.posterior import PointState, init_point, run_mala
+from ppl_diffusion.inference.denoising import PointState, init_point, run_mala
+from ppl_diffusion.inference.kernel import AdaptiveKernel, format_per_level
 
 Array = jax.Array
 
@@ -28,14 +29,17 @@ __all__ = [
     "init",
     "build_kernel",
     "ParallelTempering",
-    "TemperingKernelState",
+    "LOCAL_MOVES",
+    "ReplicaState",
 ]
 
 
 def geometric_ladder(num_temperatures: int, min_beta: float) -> Array:
     """Inverse temperatures from 1 down to ``min_beta``, geometrically spaced."""
     if num_temperatures < 2:
-        raise ValueError(f"Parallel tempering needs at least 2 temperatures, got {num_temperatures}.")
+        raise ValueError(
+            f"Parallel tempering needs at least 2 temperatures, got {num_temperatures}."
+        )
     if not 0 < min_beta < 1:
         raise ValueError(f"`min_beta` must lie in (0, 1), got {min_beta}.")
     return jnp.asarray(np.geomspace(1.0, min_beta, num_temperatures))
@@ -53,74 +57,102 @@ def _validate_betas(betas: Sequence[float]) -> Array:
 
 
 class TemperingInfo(NamedTuple):
-    mala_acceptance: Array
-    """Per temperature: mean MALA acceptance probability."""
-    swap_acceptance: Array
+    local_accept_prob: Array
+    """Per temperature: acceptance probability of the local move (mean over MALA steps)."""
+    swap_accept_prob: Array
     """Per adjacent pair (β_r, β_{r+1}): swap acceptance probability this iteration."""
+    diverging: Array
+    """Whether the β = 1 replica's NUTS move diverged."""
     num_nonfinite: Array
+    num_grad_evals: Array
 
 
-def init(positions: Array, logdensity_fn: Callable) -> PointState:
-    """Replica states from ``(R, dim)`` positions; log densities are untempered."""
-    return jax.vmap(lambda x: init_point(x, logdensity_fn))(positions)
+class ReplicaState(NamedTuple):
+    """R replicas (leading axis), replica r at inverse temperature β_r; log densities are
+    untempered. ``swap_parity`` alternates which adjacent pairs may swap."""
+
+    position: Array
+    logdensity: Array
+    logdensity_grad: Array
+    swap_parity: Array
 
 
-def build_kernel(betas: Array, num_mala_steps: int = 1) -> Callable:
-    """``kernel(rng_key, replicas, logdensity_fn, step_sizes, swap_parity)``."""
+def init(positions: Array, logdensity_fn: Callable) -> ReplicaState:
+    """Replica states from ``(R, dim)`` positions."""
+    points = jax.vmap(lambda x: init_point(x, logdensity_fn))(positions)
+    return ReplicaState(*points, swap_parity=jnp.array(0))
+
+
+LOCAL_MOVES = ("nuts", "mala")
+
+
+def build_kernel(betas: Array, local_move: str = "nuts", num_mala_steps: int = 1) -> Callable:
+    """``kernel(rng_key, replicas, logdensity_fn, step_sizes) -> (replicas, TemperingInfo)``
+    with one step size per temperature: every replica takes one NUTS transition (or
+    ``num_mala_steps`` MALA steps) on its tempered density, then adjacent pairs of one parity
+    propose to swap."""
     betas = _validate_betas(betas)
-    if num_mala_steps < 1:
-        raise ValueError(f"`num_mala_steps` must be at least 1, got {num_mala_steps}.")
+    if local_move not in LOCAL_MOVES:
+        raise ValueError(f"`local_move` must be one of {LOCAL_MOVES}, got {local_move!r}.")
+    if (
+        isinstance(num_mala_steps, bool)
+        or int(num_mala_steps) != num_mala_steps
+        or num_mala_steps < 1
+    ):
+        raise ValueError(
+            f"`num_mala_steps` must be an integer of at least 1, got {num_mala_steps}."
+        )
+    num_mala_steps = int(num_mala_steps)
+    nuts_step = nuts.build_kernel()
+
     def move_replica(key, point: PointState, beta, step_size, logdensity_fn):
         def tempered(x):
             return beta * logdensity_fn(x)
 
-        state = mala.MALAState(point.position, beta * point.logdensity, beta * point.logdensity_grad)
-        state, acceptance, nonfinite = run_mala(key, state, tempered, step_size, num_mala_steps)
+        state = mala.MALAState(
+            point.position, beta * point.logdensity, beta * point.logdensity_grad
+        )
+        if local_move == "nuts":
+            state, info = nuts_step(key, state, tempered, step_size, jnp.ones_like(point.position))
+            acceptance = jnp.nan_to_num(info.acceptance_rate)
+            diverging, nonfinite = info.is_divergent, jnp.array(0)
+            cost = info.num_integration_steps
+        else:
+            state, acceptance, nonfinite = run_mala(key, state, tempered, step_size, num_mala_steps)
+            diverging, cost = jnp.array(False), jnp.array(num_mala_steps)
         point = PointState(state.position, state.logdensity / beta, state.logdensity_grad / beta)
-        return point, acceptance, nonfinite
+        return point, (acceptance, diverging, nonfinite, cost)
 
-    def kernel(rng_key, replicas: PointState, logdensity_fn, step_sizes, swap_parity):
+    def kernel(rng_key, replicas: ReplicaState, logdensity_fn, step_sizes):
         key_move, key_swap = jax.random.split(rng_key)
         keys = jax.random.split(key_move, betas.shape[0])
-        replicas, acceptance, nonfinite = jax.vmap(move_replica, in_axes=(0, 0, 0, 0, None))(
-            keys, replicas, betas, step_sizes, logdensity_fn
-        )
+        points = PointState(replicas.position, replicas.logdensity, replicas.logdensity_grad)
+        points, (acceptance, diverging, nonfinite, cost) = jax.vmap(
+            move_replica, in_axes=(0, 0, 0, 0, None)
+        )(keys, points, betas, step_sizes, logdensity_fn)
         # Swapping replicas r and r+1 has log acceptance (β_r − β_{r+1})(ℓ_{r+1} − ℓ_r).
-        ld = replicas.logdensity
+        ld = points.logdensity
         log_ratio = (betas[:-1] - betas[1:]) * (ld[1:] - ld[:-1])
         log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
         swap_prob = jnp.minimum(1.0, jnp.exp(log_ratio))
         uniforms = jax.random.uniform(key_swap, swap_prob.shape)
         pair_index = jnp.arange(betas.shape[0] - 1)
-        swap = (uniforms < swap_prob) & (pair_index % 2 == swap_parity)
+        swap = (uniforms < swap_prob) & (pair_index % 2 == replicas.swap_parity)
         # Pairs of one parity are disjoint, so the swaps form a permutation.
         index = jnp.arange(betas.shape[0])
         from_above = jnp.concatenate([swap, jnp.array([False])])
         from_below = jnp.concatenate([jnp.array([False]), swap])
         source = jnp.where(from_above, index + 1, jnp.where(from_below, index - 1, index))
-        replicas = jax.tree.map(lambda v: v[source], replicas)
-        info = TemperingInfo(acceptance, swap_prob, nonfinite.sum())
-        return replicas, info
+        points = jax.tree.map(lambda v: v[source], points)
+        info = TemperingInfo(
+            acceptance, swap_prob, diverging[0], nonfinite.sum(), cost.sum().astype(jnp.int32)
+        )
+        return ReplicaState(*points, swap_parity=1 - replicas.swap_parity), info
 
     return kernel
 
 
-class TemperingKernelState(NamedTuple):
-    i: Array
-    z: Array
-    """The β = 1 replica's flat unconstrained position."""
-    replicas: PointState
-    step_size: Array
-    adapt_state: tuple
-    mala_accept_prob: Array
-    swap_accept_prob: Array
-    num_nonfinite: Array
-    total_nonfinite: Array
-    """Running count of rejected non-finite proposals (warns at 10, 100, …)."""
-    rng_key: Array
-
-
-class ParallelTempering(FlatTargetKernel):
+class ParallelTempering(AdaptiveKernel):
     """Replica-exchange MCMC as a NumPyro kernel: ``MCMC(ParallelTempering(model), ...)``.
 
     Args:
@@ -128,13 +160,16 @@ class ParallelTempering(FlatTargetKernel):
         num_temperatures: replicas per chain (ignored when ``betas`` is given).
         min_beta: smallest inverse temperature of the geometric ladder.
         betas: explicit inverse temperatures, starting at 1 and strictly decreasing.
-        num_mala_steps: MALA steps per replica between swap rounds.
-        step_size, adapt_step_size, target_accept_prob: per-temperature MALA step size and its
-            dual-averaging adaptation during warmup.
+        local_move: ``"nuts"`` (default): one NUTS transition per replica between swap rounds;
+            ``"mala"``: ``num_mala_steps`` MALA steps.
+        step_size, adapt_step_size, target_accept_prob: per-temperature step size and its
+            dual-averaging adaptation during warmup (default target 0.8 for NUTS, 0.574 for
+            MALA).
+        adapt_metric, dense_mass: a diagonal (default) or dense metric adapted in Stan's warmup
+            windows from the β = 1 replica; every replica moves in its whitened coordinates.
 
-    Extra fields: ``mala_accept_prob`` (per temperature), ``swap_accept_prob`` (per adjacent
-    pair), ``num_nonfinite``, ``step_size``. One iteration costs
-    ``num_temperatures * num_mala_steps`` gradient evaluations.
+    Extra fields: ``local_accept_prob`` (per temperature), ``swap_accept_prob`` (per adjacent
+    pair), ``diverging``, ``num_nonfinite``, ``num_grad_evals``, ``step_size``.
     """
 
     def __init__(
@@ -144,68 +179,56 @@ class ParallelTempering(FlatTargetKernel):
         num_temperatures: int = 5,
         min_beta: float = 0.01,
         betas: Sequence[float] | None = None,
+        local_move: str = "nuts",
         num_mala_steps: int = 1,
-        step_size: float = 0.1,
+        step_size: float = 0.5,
         adapt_step_size: bool = True,
-        target_accept_prob: float = 0.574,
+        target_accept_prob: float | None = None,
+        adapt_metric: bool = True,
+        dense_mass: bool = False,
         init_strategy: Callable = init_to_uniform,
     ):
-        super().__init__(model, potential_fn, init_strategy)
+        if target_accept_prob is None:
+            target_accept_prob = 0.8 if local_move == "nuts" else 0.574
+        super().__init__(
+            model,
+            potential_fn,
+            init_strategy,
+            adapt_step_size,
+            adapt_metric,
+            dense_mass,
+            target_accept_prob,
+        )
         if not step_size > 0:
             raise ValueError(f"`step_size` must be positive, got {step_size}.")
         self.betas = (
-            geometric_ladder(num_temperatures, min_beta) if betas is None else _validate_betas(betas)
+            geometric_ladder(num_temperatures, min_beta)
+            if betas is None
+            else _validate_betas(betas)
         )
+        self._kernel = build_kernel(self.betas, local_move, num_mala_steps)
+        self.local_move = local_move
         self.num_mala_steps = int(num_mala_steps)
-        self._kernel = build_kernel(self.betas, self.num_mala_steps)
         self._step_size = step_size
-        self._adaptation = StepSizeAdaptation(target_accept_prob, adapt_step_size)
 
-    @property
-    def gradient_evaluations_per_iteration(self) -> int:
-        return int(self.betas.shape[0]) * self.num_mala_steps
+    def core_init(self, position, logdensity_fn):
+        return init(jnp.broadcast_to(position, self.betas.shape + position.shape), logdensity_fn)
 
-    def init_state(self, position, rng_key) -> TemperingKernelState:
-        num_temperatures = self.betas.shape[0]
-        replicas = init(jnp.broadcast_to(position, (num_temperatures,) + position.shape), self._target.logdensity_fn)
-        dtype = position.dtype
+    def core_step(self, rng_key, core_state, logdensity_fn, step_sizes, parameters):
+        return self._kernel(rng_key, core_state, logdensity_fn, step_sizes)
+
+    def initial_step_sizes(self, dtype):
         # Hotter replicas are wider by 1/sqrt(β), so start their steps proportionally larger.
-        step_sizes = (self._step_size / self.betas).astype(dtype)
-        return TemperingKernelState(
-            i=jnp.array(0),
-            z=position,
-            replicas=replicas,
-            step_size=step_sizes,
-            adapt_state=self._adaptation.init(step_sizes),
-            mala_accept_prob=jnp.zeros(num_temperatures, dtype),
-            swap_accept_prob=jnp.zeros(num_temperatures - 1, dtype),
-            num_nonfinite=jnp.array(0),
-            total_nonfinite=jnp.array(0),
-            rng_key=rng_key,
-        )
+        return (self._step_size / jnp.sqrt(self.betas)).astype(dtype)
 
-    def sample_one(self, state: TemperingKernelState) -> TemperingKernelState:
-        rng_key, key_step = jax.random.split(state.rng_key)
-        replicas, info = self._kernel(
-            key_step, state.replicas, self._target.logdensity_fn, state.step_size, state.i % 2
-        )
-        adapt_state, step_size = self._adaptation.update(
-            state.adapt_state, state.step_size, info.mala_acceptance, state.i, self._num_warmup
-        )
-        dtype = state.z.dtype
-        return TemperingKernelState(
-            i=state.i + 1,
-            z=replicas.position[0],
-            replicas=replicas,
-            step_size=step_size,
-            adapt_state=adapt_state,
-            mala_accept_prob=info.mala_acceptance.astype(dtype),
-            swap_accept_prob=info.swap_acceptance.astype(dtype),
-            num_nonfinite=info.num_nonfinite,
-            total_nonfinite=tally_nonfinite(state.total_nonfinite, info.num_nonfinite),
-            rng_key=rng_key,
-        )
+    def adaptation_signal(self, info):
+        return info.local_accept_prob
+
+    def returned_position(self, core_state):
+        return core_state.position[0]
+
+    def returned_potential_energy(self, core_state):
+        return -core_state.logdensity[0]
 
     def get_diagnostics_str(self, state):
-        swap = " ".join(f"{a:.2f}" for a in np.atleast_1d(np.asarray(state.swap_accept_prob)))
-        return f"swap acc [{swap}]"
+        return format_per_level("swap acc", state.swap_accept_prob)

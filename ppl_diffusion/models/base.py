@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import jax
+
+from ppl_diffusion.target import check_model
 
 
 @dataclass(frozen=True)
@@ -31,3 +33,9 @@ class BuiltinModel:
     modes: jax.Array | None = None
     mode_std: float | None = None
     reference: dict | None = None
+
+    @property
+    def latent_sites(self) -> list[str]:
+        """Names of the model's latent sample sites, sorted."""
+        trace = check_model(self.model, self.model_args, self.model_kwargs)
+        return sorted(n for n, s in trace.items() if s["type"] == "sample" and not s["is_observed"])

@@ -47,8 +47,10 @@ def reference_moments(num_mu: int = 1201, num_log_tau: int = 1201) -> dict:
     weights /= weights.sum()
 
     def moments(first, second):
-        mean = np.tensordot(weights, first, axes=([0, 1], [0, 1])) if first.ndim == 3 else np.sum(
-            weights * first
+        mean = (
+            np.tensordot(weights, first, axes=([0, 1], [0, 1]))
+            if first.ndim == 3
+            else np.sum(weights * first)
         )
         sq = (
             np.tensordot(weights, second, axes=([0, 1], [0, 1]))

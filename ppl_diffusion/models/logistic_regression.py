@@ -25,7 +25,9 @@ def load_data() -> tuple[np.ndarray, np.ndarray]:
 
 
 def model(features, labels=None):
-    weights = numpyro.sample("weights", dist.Normal(0.0, 1.0).expand([features.shape[1]]).to_event(1))
+    weights = numpyro.sample(
+        "weights", dist.Normal(0.0, 1.0).expand([features.shape[1]]).to_event(1)
+    )
     intercept = numpyro.sample("intercept", dist.Normal(0.0, 1.0))
     numpyro.sample("obs", dist.Bernoulli(logits=features @ weights + intercept), obs=labels)
 

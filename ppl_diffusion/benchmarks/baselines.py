@@ -9,10 +9,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from numpyro.infer import MCMC, NUTS
+from numpyro.infer import HMC, MCMC
 
 
-class PeerRun(NamedTuple):
+class BudgetRun(NamedTuple):
     samples: dict
     """Constrained samples grouped by chain: site -> (chains, draws, ...)."""
     num_first_draws: int
@@ -25,9 +25,15 @@ class PeerRun(NamedTuple):
     mcmc: MCMC
 
 
-def run_nuts_with_budget(
+def gradient_cost_field(kernel) -> str:
+    """The extra field holding a kernel's gradient evaluations per iteration: NumPyro's HMC and
+    NUTS count leapfrog steps; this package's kernels report ``num_grad_evals``."""
+    return "num_steps" if isinstance(kernel, HMC) else "num_grad_evals"
+
+
+def run_with_budget(
     rng_key,
-    model,
+    kernel,
     gradient_budget: int,
     num_chains: int,
     num_warmup: int,
@@ -35,37 +41,46 @@ def run_nuts_with_budget(
     model_args: tuple = (),
     model_kwargs: dict | None = None,
     progress_bar: bool = False,
-) -> PeerRun:
-    """Run NUTS until its post-warmup gradient evaluations reach ``gradient_budget``.
+) -> BudgetRun:
+    """Run ``kernel`` until its post-warmup gradient evaluations reach ``gradient_budget``.
 
-    NUTS's cost per draw is adaptive, so it first draws ``min_draws`` per chain and then, if it
-    is still under budget, continues the same chains for as many more draws as its measured
-    cost per draw says the budget allows.
+    The cost per draw of NUTS (alone or inside DiGS) is adaptive, so the chains first draw
+    ``min_draws`` each and then, while still under budget, continue for as many more draws as
+    the measured cost per draw says the budget allows.
     """
     model_kwargs = {} if model_kwargs is None else model_kwargs
+    cost_field = gradient_cost_field(kernel)
     start = time.perf_counter()
     mcmc = MCMC(
-        NUTS(model),
+        kernel,
         num_warmup=num_warmup,
         num_samples=min_draws,
         num_chains=num_chains,
         chain_method="vectorized",
         progress_bar=progress_bar,
     )
-    mcmc.run(rng_key, *model_args, extra_fields=("num_steps",), **model_kwargs)
+    mcmc.run(rng_key, *model_args, extra_fields=(cost_field,), **model_kwargs)
     parts = [mcmc.get_samples(group_by_chain=True)]
-    used = first_used = int(mcmc.get_extra_fields()["num_steps"].sum())
-    if used < gradient_budget:
-        steps_per_draw = used / (num_chains * min_draws)
-        extra = math.ceil((gradient_budget - used) / (steps_per_draw * num_chains))
+    used = first_used = int(mcmc.get_extra_fields()[cost_field].sum())
+    draws = min_draws
+    # The cost per draw varies, so a top-up can fall a little short: top up until it is spent.
+    while used < gradient_budget:
+        grads_per_draw = used / (num_chains * draws)
+        extra = math.ceil((gradient_budget - used) / (grads_per_draw * num_chains))
+        draws += extra
         mcmc.post_warmup_state = mcmc.last_state
         mcmc.num_samples = extra
-        mcmc.run(mcmc.post_warmup_state.rng_key, *model_args, extra_fields=("num_steps",), **model_kwargs)
+        mcmc.run(
+            mcmc.post_warmup_state.rng_key,
+            *model_args,
+            extra_fields=(cost_field,),
+            **model_kwargs,
+        )
         parts.append(mcmc.get_samples(group_by_chain=True))
-        used += int(mcmc.get_extra_fields()["num_steps"].sum())
+        used += int(mcmc.get_extra_fields()[cost_field].sum())
     samples = jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=1), *parts)
     jax.block_until_ready(samples)
-    return PeerRun(samples, min_draws, used, first_used, time.perf_counter() - start, mcmc)
+    return BudgetRun(samples, min_draws, used, first_used, time.perf_counter() - start, mcmc)
 
 
 def time_compiled_run(mcmc: MCMC, rng_key, *model_args, **model_kwargs) -> float:
@@ -154,4 +169,6 @@ def run_tempered_smc(
     start = time.perf_counter()
     positions, steps = jax.block_until_ready(run(rng_key))
     steps = int(steps)
-    return SMCRun(positions, steps * num_mcmc_steps * num_particles, steps, time.perf_counter() - start)
+    return SMCRun(
+        positions, steps * num_mcmc_steps * num_particles, steps, time.perf_counter() - start
+    )

@@ -10,7 +10,6 @@ with the MMD between two clean sets as the floor. A last check times diagonal ps
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -19,9 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 from blackjax.mcmc import mala
 
-from ppl_diffusion.demo import format_table
+from ppl_diffusion.benchmarks.report import format_table, new_figure, write_report
 from ppl_diffusion.diagnostics import default_bandwidths, mmd
-from ppl_diffusion.inference.posterior import run_mala
+from ppl_diffusion.inference.denoising import run_mala
 from ppl_diffusion.inference.pseudo_gibbs import (
     COVARIANCES,
     EnergyMLP,
@@ -74,8 +73,9 @@ def sample_all(rng_key, model, num_chains: int, num_steps: int, data: jax.Array)
 
         def chain(key, x, covariance=covariance):
             def step(x, key):
-                return pseudo_gibbs_step(key, x, score_fn, model.sigma, covariance, 8,
-                                         model.iso_variance), None
+                return pseudo_gibbs_step(
+                    key, x, score_fn, model.sigma, covariance, 8, model.iso_variance
+                ), None
 
             x, _ = jax.lax.scan(step, x, jax.random.split(key, num_steps))
             return x
@@ -100,8 +100,9 @@ def _steps_per_second(step, state, num_steps: int) -> float:
     return num_steps / (time.perf_counter() - start)
 
 
-def high_dimensional_throughput(dim: int = 784, num_chains: int = 64, num_probes: int = 8,
-                                num_steps: int = 50) -> dict:
+def high_dimensional_throughput(
+    dim: int = 784, num_chains: int = 64, num_probes: int = 8, num_steps: int = 50
+) -> dict:
     """Steps per second of diagonal pseudo-Gibbs on a ``dim``-dimensional MLP energy (width 400,
     2 hidden layers), against MALA on the same energy in the same process."""
     energy = EnergyMLP(dim, 400, 2, jax.random.PRNGKey(0))
@@ -111,7 +112,9 @@ def high_dimensional_throughput(dim: int = 784, num_chains: int = 64, num_probes
     @jax.jit
     def pseudo_gibbs(key, x):
         keys = jax.random.split(key, num_chains)
-        return jax.vmap(lambda k, x: pseudo_gibbs_step(k, x, model.score, SIGMA, "diag", num_probes))(keys, x)
+        return jax.vmap(
+            lambda k, x: pseudo_gibbs_step(k, x, model.score, SIGMA, "diag", num_probes)
+        )(keys, x)
 
     @jax.jit
     def langevin(key, state):
@@ -147,8 +150,9 @@ def run_pseudo_gibbs_benchmarks(
         test = make_toy(toy, key_test, num_chains)
         start = time.perf_counter()
         print(f"[{toy}] fitting the noisy energy model (DSM, σ = {SIGMA})", flush=True)
-        model = fit_noisy_energy(key_fit, data, SIGMA, num_steps=num_train, width=width,
-                                 depth=depth, progress_bar=False)
+        model = fit_noisy_energy(
+            key_fit, data, SIGMA, num_steps=num_train, width=width, depth=depth, progress_bar=False
+        )
         fit_time = time.perf_counter() - start
         samples = sample_all(key_sample, model, num_chains, num_steps, data)
         bandwidths = default_bandwidths(test)
@@ -157,7 +161,10 @@ def run_pseudo_gibbs_benchmarks(
             "mmd": mmd(make_toy(toy, key_floor, num_chains), test, bandwidths)
         }
         results[toy] = {"fit_time_s": fit_time, "methods": row}
-        samples_for_plot[toy] = {"data": np.asarray(test), **{k: np.asarray(v) for k, v in samples.items()}}
+        samples_for_plot[toy] = {
+            "data": np.asarray(test),
+            **{k: np.asarray(v) for k, v in samples.items()},
+        }
 
     header = ["method"] + list(toys)
     names = list(next(iter(results.values()))["methods"])
@@ -172,32 +179,24 @@ def run_pseudo_gibbs_benchmarks(
     )
     print(f"\nMMD to held-out clean data ({num_chains} chains × {num_steps} steps, σ = {SIGMA})\n")
     print(table)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    suffix = "_quick" if quick else ""
-    json_path = out_dir / f"pseudo_gibbs{suffix}.json"
-    png_path = out_dir / f"pseudo_gibbs{suffix}.png"
-    json_path.write_text(json.dumps(results, indent=2))
-    (out_dir / f"pseudo_gibbs{suffix}.txt").write_text(table + "\n")
-    _plot(samples_for_plot, png_path)
-    print(f"\nWrote {json_path} and {png_path}")
+    write_report(
+        out_dir,
+        "pseudo_gibbs_quick" if quick else "pseudo_gibbs",
+        results,
+        table,
+        _plot(samples_for_plot),
+    )
     return results
 
 
-def _plot(samples: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def _plot(samples: dict):
     columns = ["data"] + list(METHODS)
-    fig, axes = plt.subplots(len(samples), len(columns), figsize=(3 * len(columns), 3 * len(samples)),
-                             squeeze=False)
-    for row, (toy, by_method) in zip(axes, samples.items()):
-        for ax, name in zip(row, columns):
+    figure = new_figure((3 * len(columns), 3 * len(samples)))
+    axes = figure.subplots(len(samples), len(columns), squeeze=False)
+    for row, (toy, by_method) in zip(axes, samples.items(), strict=True):
+        for ax, name in zip(row, columns, strict=True):
             x = by_method[name]
             ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.5)
             ax.set_title(f"{toy}: {name}", fontsize=8)
             ax.set_aspect("equal")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    return figure

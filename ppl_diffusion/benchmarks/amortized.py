@@ -10,22 +10,21 @@ same process (compilation excluded for all three), reported as ratios to DiGS an
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import jax
 import numpy as np
 from numpyro.infer import MCMC, NUTS
 
-from ppl_diffusion.bench import NUM_POINTS, NUM_W2_POINTS, cases as sampler_cases
-from ppl_diffusion.demo import format_table
+from ppl_diffusion.benchmarks.baselines import thin_to, time_compiled_run
+from ppl_diffusion.benchmarks.report import format_table, new_figure, select_cases, write_report
+from ppl_diffusion.benchmarks.samplers import NUM_POINTS, NUM_W2_POINTS
 from ppl_diffusion.diagnostics import default_bandwidths, mmd, mode_coverage, wasserstein2
 from ppl_diffusion.inference.amortized import DiffusiveSampler
 from ppl_diffusion.inference.digs import DiGS
 from ppl_diffusion.models import get_model, many_well
-from ppl_diffusion.peers import thin_to, time_compiled_run
 
 NUM_THROUGHPUT_DRAWS = 1_000_000
 
@@ -39,12 +38,10 @@ class AmortizedCase:
     """``DiffusiveSampler.fit`` arguments (``num_steps`` included)."""
     num_chains: int = 8
     num_mcmc_draws: int = 2000
-    """Post-warmup draws per chain for DiGS and NUTS."""
-    digs: dict = field(default_factory=dict)
+    """Post-warmup draws per chain for DiGS (default settings) and NUTS."""
 
 
 def cases(quick: bool) -> list[AmortizedCase]:
-    digs_configs = {c.name: c.digs for c in sampler_cases(quick=False)}
     if quick:
         return [
             AmortizedCase(
@@ -52,7 +49,6 @@ def cases(quick: bool) -> list[AmortizedCase]:
                 sampler={"width": 64, "depth": 2, "output_scale": 20.0},
                 fit={"num_steps": 30, "batch_size": 64, "critic_steps": 2},
                 num_mcmc_draws=200,
-                digs=digs_configs["mog40"],
             )
         ]
     return [
@@ -60,18 +56,32 @@ def cases(quick: bool) -> list[AmortizedCase]:
             "mog40",
             # Many particles and few bridges: at equal cost the noisy-score estimate is less
             # biased toward the outer modes than with 10 particles and 15 bridges.
-            sampler={"width": 256, "depth": 3, "output_scale": 20.0, "num_particles": 50,
-                     "num_bridges": 3, "num_mala_steps": 1},
-            fit={"num_steps": 10_000, "batch_size": 256, "critic_steps": 10,
-                 "learning_rate": 1e-4, "critic_learning_rate": 1e-3},
-            digs=digs_configs["mog40"],
+            sampler={
+                "width": 256,
+                "depth": 3,
+                "output_scale": 20.0,
+                "num_particles": 50,
+                "num_bridges": 3,
+                "num_mala_steps": 1,
+            },
+            fit={
+                "num_steps": 10_000,
+                "batch_size": 256,
+                "critic_steps": 10,
+                "learning_rate": 1e-4,
+                "critic_learning_rate": 1e-3,
+            },
         ),
         AmortizedCase(
             "many_well",
             sampler={"width": 256, "depth": 3, "output_scale": 2.0},
-            fit={"num_steps": 3000, "batch_size": 256, "critic_steps": 10,
-                 "learning_rate": 1e-4, "critic_learning_rate": 1e-3},
-            digs=digs_configs["many_well"],
+            fit={
+                "num_steps": 3000,
+                "batch_size": 256,
+                "critic_steps": 10,
+                "learning_rate": 1e-4,
+                "critic_learning_rate": 1e-3,
+            },
         ),
     ]
 
@@ -101,8 +111,14 @@ def quality(draws: np.ndarray, reference: np.ndarray, builtin) -> dict:
 
 def _timed_mcmc(kernel, case: AmortizedCase, key) -> tuple[np.ndarray, float]:
     """Flat draws and post-warmup draws per second, compilation excluded."""
-    mcmc = MCMC(kernel, num_warmup=500, num_samples=case.num_mcmc_draws,
-                num_chains=case.num_chains, chain_method="vectorized", progress_bar=False)
+    mcmc = MCMC(
+        kernel,
+        num_warmup=500,
+        num_samples=case.num_mcmc_draws,
+        num_chains=case.num_chains,
+        chain_method="vectorized",
+        progress_bar=False,
+    )
     seconds = time_compiled_run(mcmc, key)
     draws = np.asarray(mcmc.get_samples()["x"])
     return draws.reshape(-1, draws.shape[-1]), case.num_chains * case.num_mcmc_draws / seconds
@@ -124,17 +140,24 @@ def run_case(case: AmortizedCase, seed: int, progress_bar: bool = True) -> dict:
 
     sampler = DiffusiveSampler(builtin.model, seed=seed, **case.sampler)
     start = time.perf_counter()
-    sampler.fit(keys[2], progress_bar=progress_bar, eval_every=max(1, case.fit["num_steps"] // 10),
-                **case.fit)
+    sampler.fit(
+        keys[2],
+        progress_bar=progress_bar,
+        eval_every=max(1, case.fit["num_steps"] // 10),
+        **case.fit,
+    )
     train_time = time.perf_counter() - start
     draws = np.asarray(sampler.sample_unconstrained(keys[3], NUM_POINTS))
     generator_rate = _generator_throughput(sampler, keys[4])
     rows["DiKL generator"] = quality(draws, reference, builtin) | {
-        "train_time_s": train_time, "samples_per_s": generator_rate,
+        "train_time_s": train_time,
+        "samples_per_s": generator_rate,
     }
 
-    for name, kernel, key in (("DiGS", DiGS(builtin.model, **case.digs), keys[5]),
-                              ("NUTS", NUTS(builtin.model), keys[6])):
+    for name, kernel, key in (
+        ("DiGS", DiGS(builtin.model), keys[5]),
+        ("NUTS", NUTS(builtin.model), keys[6]),
+    ):
         mcmc_draws, rate = _timed_mcmc(kernel, case, key)
         rows[name] = quality(mcmc_draws, reference, builtin) | {"samples_per_s": rate}
     for row in rows.values():
@@ -150,9 +173,17 @@ def run_case(case: AmortizedCase, seed: int, progress_bar: bool = True) -> dict:
     }
 
 
-COLUMNS = [("w2", 3), ("mmd", 4), ("modes_visited", 0), ("mode_weight_error", 3),
-           ("well_occupancy_error", 3), ("train_time_s", 0), ("samples_per_s", 0),
-           ("samples_per_s_vs_digs", 1), ("samples_per_s_vs_nuts", 1)]
+COLUMNS = [
+    ("w2", 3),
+    ("mmd", 4),
+    ("modes_visited", 0),
+    ("mode_weight_error", 3),
+    ("well_occupancy_error", 3),
+    ("train_time_s", 0),
+    ("samples_per_s", 0),
+    ("samples_per_s_vs_digs", 1),
+    ("samples_per_s_vs_nuts", 1),
+]
 
 
 def format_results(results: dict) -> str:
@@ -160,21 +191,21 @@ def format_results(results: dict) -> str:
     for case_name, case in results.items():
         rows = case["rows"]
         columns = [(m, d) for m, d in COLUMNS if any(m in r for r in rows.values())]
-        table = [[name] + [f"{r[m]:.{d}f}" if m in r else "" for m, d in columns]
-                 for name, r in rows.items()]
-        blocks.append(f"{case_name} (DiKL {case['num_steps']} steps; MCMC "
-                      f"{case['mcmc_chains_x_draws'][0]} chains × {case['mcmc_chains_x_draws'][1]} "
-                      "draws)\n" + format_table(["sampler"] + [m for m, _ in columns], table))
+        table = [
+            [name] + [f"{r[m]:.{d}f}" if m in r else "" for m, d in columns]
+            for name, r in rows.items()
+        ]
+        blocks.append(
+            f"{case_name} (DiKL {case['num_steps']} steps; MCMC "
+            f"{case['mcmc_chains_x_draws'][0]} chains × {case['mcmc_chains_x_draws'][1]} "
+            "draws)\n" + format_table(["sampler"] + [m for m, _ in columns], table)
+        )
     return "\n\n".join(blocks)
 
 
-def plot_results(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, len(results), figsize=(4 * len(results), 7), squeeze=False)
+def plot_results(results: dict):
+    figure = new_figure((4 * len(results), 7))
+    axes = figure.subplots(2, len(results), squeeze=False)
     for column, (case_name, case) in enumerate(results.items()):
         names = list(case["rows"])
         axes[0, column].bar(names, [case["rows"][n]["w2"] for n in names], color="C0")
@@ -185,29 +216,27 @@ def plot_results(results: dict, path: Path) -> None:
         axes[1, column].set_title("samples per second")
         for ax in axes[:, column]:
             ax.tick_params(axis="x", rotation=20)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return figure
 
 
-def run_amortized_benchmarks(quick: bool = False, seed: int = 0,
-                             out_dir: Path = Path("benchmarks/results"),
-                             only: list[str] | None = None) -> dict:
-    selected = [c for c in cases(quick) if only is None or c.name in only]
-    if only is not None and len(selected) != len(set(only)):
-        raise ValueError(f"Unknown case in {only}; available: {[c.name for c in cases(quick)]}.")
+def run_amortized_benchmarks(
+    quick: bool = False,
+    seed: int = 0,
+    out_dir: Path = Path("benchmarks/results"),
+    only: list[str] | None = None,
+) -> dict:
+    selected = select_cases(cases(quick), only)
     results = {}
     for case in selected:
-        print(f"[{case.name}] training the DiKL generator ({case.fit['num_steps']} steps), "
-              "then DiGS and NUTS", flush=True)
+        print(
+            f"[{case.name}] training the DiKL generator ({case.fit['num_steps']} steps), "
+            "then DiGS and NUTS",
+            flush=True,
+        )
         results[case.name] = run_case(case, seed, progress_bar=not quick)
     table = format_results(results)
     print()
     print(table)
-    out_dir.mkdir(parents=True, exist_ok=True)
     stem = "amortized_quick" if quick else "amortized"
-    (out_dir / f"{stem}.json").write_text(json.dumps(results, indent=2))
-    (out_dir / f"{stem}.txt").write_text(table + "\n")
-    plot_results(results, out_dir / f"{stem}.png")
-    print(f"\nWrote {out_dir / (stem + '.json')} and {out_dir / (stem + '.png')}")
+    write_report(out_dir, stem, results, table, plot_results(results))
     return results

@@ -1,11 +1,13 @@
 """Throughput of DiGS chains on one device against all local devices (CPU host devices or GPUs).
 
 Used by ``benchmarks/scaling.py`` (CPU with forced host devices) and ``benchmarks/gpu.py``.
+Both timed runs load the programs compiled by a first run from a temporary persistent
+compilation cache, so the timings exclude compilation (a callable ``chain_method`` recompiles
+on every ``MCMC.run``).
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -13,32 +15,44 @@ import jax
 import numpy as np
 from numpyro.infer import MCMC
 
-from ppl_diffusion.cli import enable_compile_cache
-from ppl_diffusion.demo import format_table
+from ppl_diffusion.benchmarks.baselines import time_compiled_run
+from ppl_diffusion.benchmarks.report import format_table, new_figure, write_report
+from ppl_diffusion.compile_cache import compile_cache
 from ppl_diffusion.inference.digs import DiGS
 from ppl_diffusion.models import get_model
 from ppl_diffusion.parallel import sharded_chains
-from ppl_diffusion.peers import time_compiled_run
 
 
 def _timed_run(chain_method, num_chains, num_warmup, num_samples):
-    mcmc = MCMC(DiGS(get_model("mog40").model), num_warmup=num_warmup, num_samples=num_samples,
-                num_chains=num_chains, chain_method=chain_method, progress_bar=False)
+    mcmc = MCMC(
+        DiGS(get_model("mog40").model),
+        num_warmup=num_warmup,
+        num_samples=num_samples,
+        num_chains=num_chains,
+        chain_method=chain_method,
+        progress_bar=False,
+    )
     seconds = time_compiled_run(mcmc, jax.random.PRNGKey(0))
     return seconds, np.asarray(mcmc.get_samples()["x"])
 
 
-def measure_scaling(num_chains: int = 8, num_warmup: int = 1000, num_samples: int = 20000,
-                    out_dir: Path | None = None, label: str = "scaling") -> dict:
+def measure_scaling(
+    num_chains: int = 8,
+    num_warmup: int = 1000,
+    num_samples: int = 20000,
+    out_dir: Path | None = None,
+    label: str = "scaling",
+) -> dict:
     """Wall time (after compilation) of the same DiGS run on one device and sharded over all."""
-    with tempfile.TemporaryDirectory() as cache_dir:
-        enable_compile_cache(Path(cache_dir))
+    with tempfile.TemporaryDirectory() as cache_dir, compile_cache(Path(cache_dir)):
         return _measure(num_chains, num_warmup, num_samples, out_dir, label)
 
 
 def _measure(num_chains, num_warmup, num_samples, out_dir, label):
     devices = jax.devices()
-    one_time, one_draws = _timed_run(sharded_chains(devices[:1]), num_chains, num_warmup, num_samples)
+    one_time, one_draws = _timed_run(
+        sharded_chains(devices[:1]), num_chains, num_warmup, num_samples
+    )
     all_time, all_draws = _timed_run(sharded_chains(devices), num_chains, num_warmup, num_samples)
     total_draws = num_chains * num_samples
     result = {
@@ -57,31 +71,31 @@ def _measure(num_chains, num_warmup, num_samples, out_dir, label):
     }
     rows = [
         ["1", f"{one_time:.2f}", f"{result['draws_per_s_one_device']:.0f}", "1.00"],
-        [str(len(devices)), f"{all_time:.2f}", f"{result['draws_per_s_all_devices']:.0f}",
-         f"{result['speedup']:.2f}"],
+        [
+            str(len(devices)),
+            f"{all_time:.2f}",
+            f"{result['draws_per_s_all_devices']:.0f}",
+            f"{result['speedup']:.2f}",
+        ],
     ]
-    print(f"DiGS on mog40, {num_chains} chains × {num_warmup + num_samples} iterations, "
-          f"{devices[0].platform} ({devices[0].device_kind}), after compilation\n")
-    print(format_table(["devices", "wall time (s)", "draws/s", "speedup"], rows))
+    print(
+        f"DiGS on mog40, {num_chains} chains × {num_warmup + num_samples} iterations, "
+        f"{devices[0].platform} ({devices[0].device_kind}), after compilation\n"
+    )
+    table = format_table(["devices", "wall time (s)", "draws/s", "speedup"], rows)
+    print(table)
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / f"{label}.json").write_text(json.dumps(result, indent=2))
-        _plot(result, out_dir / f"{label}.png")
-        print(f"\nWrote {out_dir / (label + '.json')} and {out_dir / (label + '.png')}")
+        write_report(out_dir, label, result, table, _plot(result))
     return result
 
 
-def _plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4, 3.5))
-    ax.bar(["1 device", f"{result['num_devices']} devices"],
-           [result["draws_per_s_one_device"], result["draws_per_s_all_devices"]])
+def _plot(result: dict):
+    figure = new_figure((4, 3.5))
+    ax = figure.subplots()
+    ax.bar(
+        ["1 device", f"{result['num_devices']} devices"],
+        [result["draws_per_s_one_device"], result["draws_per_s_all_devices"]],
+    )
     ax.set_ylabel("DiGS draws per second")
     ax.set_title(f"{result['platform']}: speed-up {result['speedup']:.2f}×")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return figure

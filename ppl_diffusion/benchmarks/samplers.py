@@ -1,27 +1,27 @@
 """``ppl-diffusion bench``: DiGS against its peers at equal gradient budgets, in one process.
 
-Every sampler gets the same number of post-warmup target-gradient evaluations per case: DiGS and
-parallel tempering run as many iterations as the budget buys, NUTS continues its chains until it
-has used the budget (its cost per draw is adaptive), and BlackJAX's adaptive tempered SMC gets
+Every sampler gets the same number of post-warmup target-gradient evaluations per case: DiGS,
+parallel tempering and NUTS continue their chains until they have used the budget (the cost
+per draw of NUTS, alone or inside DiGS, is adaptive), and BlackJAX's adaptive tempered SMC gets
 as many particles as the budget buys at the number of tempering steps a pilot run needed.
+DiGS runs with its default settings on every case.
 Quality cases compare draws with exact (or long-run reference) samples; efficiency cases report
 ESS per gradient evaluation as a ratio to NUTS.
 """
 
 from __future__ import annotations
 
-import json
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from numpyro.infer import MCMC
+from numpyro.infer import MCMC, NUTS
 
-from ppl_diffusion.demo import format_table
+from ppl_diffusion.benchmarks.baselines import run_tempered_smc, run_with_budget, thin_to
+from ppl_diffusion.benchmarks.report import format_table, new_figure, select_cases, write_report
 from ppl_diffusion.diagnostics import (
     default_bandwidths,
     ess_summary,
@@ -30,11 +30,10 @@ from ppl_diffusion.diagnostics import (
     mode_coverage,
     wasserstein2,
 )
-from ppl_diffusion.inference.digs import DiGS, vp_schedule
+from ppl_diffusion.inference.digs import DiGS
 from ppl_diffusion.inference.tempering import ParallelTempering
 from ppl_diffusion.models import dw4, get_model, many_well
-from ppl_diffusion.peers import run_nuts_with_budget, run_tempered_smc, thin_to
-from ppl_diffusion.target import check_model, make_target
+from ppl_diffusion.target import make_target
 
 NUM_POINTS = 4000
 """Points compared with the reference by MMD, thinned evenly from all chains: enough that the
@@ -51,7 +50,6 @@ class BenchCase:
     budget_per_chain: int
     num_chains: int = 8
     num_warmup: int = 500
-    digs: dict = field(default_factory=dict)
     tempering: dict = field(default_factory=dict)
     smc: dict | None = None
     """Reference scale, MALA step size and steps for tempered SMC; None: SMC not run."""
@@ -67,7 +65,9 @@ def _mog40_metrics(draws, reference):
 
 def _many_well_metrics(draws, reference):
     occupancy = (draws[:, 0::2] > 0).mean(0)
-    return {"well_occupancy_error": float(np.abs(occupancy - many_well.right_well_probability()).mean())}
+    return {
+        "well_occupancy_error": float(np.abs(occupancy - many_well.right_well_probability()).mean())
+    }
 
 
 def _funnel_metrics(draws, reference):
@@ -85,7 +85,6 @@ def cases(quick: bool) -> list[BenchCase]:
         "mog40",
         "quality",
         budget_per_chain=int(12000 * scale),
-        digs={"schedule": vp_schedule([0.03, 0.07, 0.15, 0.5]), "num_mala_steps": 0},
         tempering={"num_temperatures": 5, "min_beta": 0.01},
         smc={"reference_scale": 25.0, "step_size": 1.0, "num_mcmc_steps": 10},
         extra_metrics=_mog40_metrics,
@@ -95,7 +94,6 @@ def cases(quick: bool) -> list[BenchCase]:
         "efficiency",
         budget_per_chain=int(20000 * scale),
         num_chains=4,
-        digs={"schedule": vp_schedule([0.5, 0.9]), "num_mala_steps": 4},
         tempering={"num_temperatures": 3, "min_beta": 0.3},
     )
     if quick:
@@ -106,7 +104,6 @@ def cases(quick: bool) -> list[BenchCase]:
             "many_well",
             "quality",
             budget_per_chain=20000,
-            digs={"schedule": vp_schedule([0.5, 0.7, 0.9]), "num_mala_steps": 3},
             tempering={"num_temperatures": 5, "min_beta": 0.1},
             smc={"reference_scale": 2.0, "step_size": 0.05, "num_mcmc_steps": 10},
             extra_metrics=_many_well_metrics,
@@ -115,7 +112,6 @@ def cases(quick: bool) -> list[BenchCase]:
             "funnel",
             "quality",
             budget_per_chain=20000,
-            digs={"schedule": vp_schedule([0.2, 0.5, 0.9]), "num_mala_steps": 3},
             tempering={"num_temperatures": 5, "min_beta": 0.1},
             smc={"reference_scale": 3.0, "step_size": 0.05, "num_mcmc_steps": 10},
             extra_metrics=_funnel_metrics,
@@ -124,7 +120,6 @@ def cases(quick: bool) -> list[BenchCase]:
             "dw4",
             "quality",
             budget_per_chain=20000,
-            digs={"schedule": vp_schedule([0.2, 0.45, 0.9]), "num_mala_steps": 3},
             tempering={"num_temperatures": 5, "min_beta": 0.1},
             smc={"reference_scale": 3.0, "step_size": 0.05, "num_mcmc_steps": 10},
             extra_metrics=_dw4_metrics,
@@ -135,7 +130,6 @@ def cases(quick: bool) -> list[BenchCase]:
             "efficiency",
             budget_per_chain=20000,
             num_chains=4,
-            digs={"schedule": vp_schedule([0.5, 0.9]), "num_mala_steps": 4},
             tempering={"num_temperatures": 3, "min_beta": 0.3},
         ),
     ]
@@ -147,54 +141,31 @@ def _flat_draws(samples: dict, names: list[str]) -> np.ndarray:
     return np.concatenate(parts, axis=-1)
 
 
-def model_latent_sites(builtin) -> list[str]:
-    trace = check_model(builtin.model, builtin.model_args, builtin.model_kwargs)
-    return sorted(n for n, s in trace.items() if s["type"] == "sample" and not s["is_observed"])
-
-
-def _run_kernel(kernel, case: BenchCase, builtin, key) -> dict:
-    num_samples = max(1, case.budget_per_chain // kernel.gradient_evaluations_per_iteration)
-    start = time.perf_counter()
-    mcmc = MCMC(
-        kernel,
-        num_warmup=case.num_warmup,
-        num_samples=num_samples,
-        num_chains=case.num_chains,
-        chain_method="vectorized",
-        progress_bar=False,
-    )
-    mcmc.run(key, *builtin.model_args, **builtin.model_kwargs)
-    samples = mcmc.get_samples(group_by_chain=True)
-    jax.block_until_ready(samples)
-    return {
-        "samples": samples,
-        "gradient_evaluations": case.num_chains * num_samples * kernel.gradient_evaluations_per_iteration,
-        "wall_time_s": time.perf_counter() - start,
-    }
-
-
 def run_samplers(case: BenchCase, builtin, key) -> dict:
     keys = jax.random.split(key, 4)
     budget = case.budget_per_chain * case.num_chains
-    runs = {
-        "DiGS": _run_kernel(DiGS(builtin.model, **case.digs), case, builtin, keys[0]),
-        "PT": _run_kernel(ParallelTempering(builtin.model, **case.tempering), case, builtin, keys[1]),
+    kernels = {
+        "DiGS": DiGS(builtin.model),
+        "PT": ParallelTempering(builtin.model, **case.tempering),
+        "NUTS": NUTS(builtin.model),
     }
-    nuts = run_nuts_with_budget(
-        keys[2],
-        builtin.model,
-        budget,
-        num_chains=case.num_chains,
-        num_warmup=case.num_warmup,
-        min_draws=200,
-        model_args=builtin.model_args,
-        model_kwargs=builtin.model_kwargs,
-    )
-    runs["NUTS"] = {
-        "samples": nuts.samples,
-        "gradient_evaluations": nuts.gradient_evaluations,
-        "wall_time_s": nuts.wall_time,
-    }
+    runs = {}
+    for (name, kernel), run_key in zip(kernels.items(), keys, strict=False):
+        run = run_with_budget(
+            run_key,
+            kernel,
+            budget,
+            num_chains=case.num_chains,
+            num_warmup=case.num_warmup,
+            min_draws=200,
+            model_args=builtin.model_args,
+            model_kwargs=builtin.model_kwargs,
+        )
+        runs[name] = {
+            "samples": run.samples,
+            "gradient_evaluations": run.gradient_evaluations,
+            "wall_time_s": run.wall_time,
+        }
     if case.smc is not None:
         runs["SMC"] = _run_smc(case, builtin, keys[3], budget)
     return runs
@@ -202,7 +173,9 @@ def run_samplers(case: BenchCase, builtin, key) -> dict:
 
 def _run_smc(case: BenchCase, builtin, key, budget: int) -> dict:
     target, _ = make_target(
-        jax.random.PRNGKey(0), model=builtin.model, model_args=builtin.model_args,
+        jax.random.PRNGKey(0),
+        model=builtin.model,
+        model_args=builtin.model_args,
         model_kwargs=builtin.model_kwargs,
     )
     key_pilot, key_run = jax.random.split(key)
@@ -228,17 +201,23 @@ def reference_samples(name: str, builtin, key) -> np.ndarray:
         )
     # DW-4 has no exact sampler: a long, many-chain tempering run stands in for it.
     kernel = ParallelTempering(builtin.model, num_temperatures=6, min_beta=0.05, num_mala_steps=2)
-    mcmc = MCMC(kernel, num_warmup=1000, num_samples=10000, num_chains=16,
-                chain_method="vectorized", progress_bar=False)
+    mcmc = MCMC(
+        kernel,
+        num_warmup=1000,
+        num_samples=10000,
+        num_chains=16,
+        chain_method="vectorized",
+        progress_bar=False,
+    )
     mcmc.run(key)
-    draws = _flat_draws(mcmc.get_samples(group_by_chain=True), model_latent_sites(builtin))
+    draws = _flat_draws(mcmc.get_samples(group_by_chain=True), builtin.latent_sites)
     return thin_to(draws, NUM_POINTS)
 
 
 def evaluate(case: BenchCase, builtin, runs: dict, reference: np.ndarray | None) -> dict:
     results = {}
     nuts_ess_per_grad = None
-    latent_sites = model_latent_sites(builtin)
+    latent_sites = builtin.latent_sites
     for name, run in runs.items():
         draws = _flat_draws(run["samples"], latent_sites)
         row = {
@@ -289,8 +268,13 @@ EXTRA_COLUMNS = {
     "v_sd_error": 3,
     "energy_tvd": 3,
 }
-EFFICIENCY_COLUMNS = [("min_ess_bulk", 0), ("ess_per_1k_grads", 2), ("ess_per_grad_vs_nuts", 2),
-                      ("ess_per_s", 1), ("max_rhat", 3)]
+EFFICIENCY_COLUMNS = [
+    ("min_ess_bulk", 0),
+    ("ess_per_1k_grads", 2),
+    ("ess_per_grad_vs_nuts", 2),
+    ("ess_per_s", 1),
+    ("max_rhat", 3),
+]
 
 
 def format_results(results: dict) -> str:
@@ -303,48 +287,50 @@ def format_results(results: dict) -> str:
         else:
             columns = EFFICIENCY_COLUMNS
         columns = columns + [("gradient_evaluations", 0), ("wall_time_s", 1)]
-        rows = [[name] + [_fmt(stats[m], d) for m, d in columns] for name, stats in samplers.items()]
+        rows = [
+            [name] + [_fmt(stats[m], d) for m, d in columns] for name, stats in samplers.items()
+        ]
         title = f"{case_name} ({case['kind']}, {case['num_seeds']} seed(s), mean ± sd)"
         blocks.append(title + "\n" + format_table(["sampler"] + [m for m, _ in columns], rows))
     return "\n\n".join(blocks)
 
 
-def plot_results(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(results), figsize=(3.6 * len(results), 3.6))
-    for ax, (case_name, case) in zip(np.atleast_1d(axes), results.items()):
+def plot_results(results: dict):
+    figure = new_figure((3.6 * len(results), 3.6))
+    axes = figure.subplots(1, len(results), squeeze=False)[0]
+    for ax, (case_name, case) in zip(axes, results.items(), strict=True):
         metric = "mmd" if case["kind"] == "quality" else "ess_per_1k_grads"
         names = list(case["samplers"])
         means = [case["samplers"][n][metric]["mean"] for n in names]
         sds = [case["samplers"][n][metric]["sd"] for n in names]
         ax.bar(names, means, yerr=sds, color=["C0", "C1", "C2", "C3"][: len(names)])
-        ax.set_title(f"{case_name}\n{'MMD (lower is better)' if metric == 'mmd' else 'ESS per 1k grads'}")
+        ax.set_title(
+            f"{case_name}\n{'MMD (lower is better)' if metric == 'mmd' else 'ESS per 1k grads'}"
+        )
         ax.tick_params(axis="x", rotation=30)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return figure
 
 
-def run_benchmarks(quick: bool = False, seed: int = 0, num_seeds: int | None = None,
-                   out_dir: Path = Path("benchmarks/results"), only: list[str] | None = None) -> dict:
+def run_benchmarks(
+    quick: bool = False,
+    seed: int = 0,
+    num_seeds: int | None = None,
+    out_dir: Path = Path("benchmarks/results"),
+    only: list[str] | None = None,
+) -> dict:
     num_seeds = (1 if quick else 3) if num_seeds is None else num_seeds
-    selected = [c for c in cases(quick) if only is None or c.name in only]
-    if only is not None and len(selected) != len(set(only)):
-        known = [c.name for c in cases(quick)]
-        raise ValueError(f"Unknown benchmark case in {only}; available: {known}.")
+    selected = select_cases(cases(quick), only)
     results = {}
     for case in selected:
         builtin = get_model(case.name)
         per_seed = []
         for s in range(num_seeds):
             key_run, key_ref = jax.random.split(jax.random.PRNGKey(seed + s))
-            print(f"[{case.name}] seed {seed + s}: running DiGS, PT, NUTS{', SMC' if case.smc else ''}",
-                  flush=True)
-            reference = reference_samples(case.name, builtin, key_ref) if case.kind == "quality" else None
+            peers = "PT, NUTS, SMC" if case.smc else "PT, NUTS"
+            print(f"[{case.name}] seed {seed + s}: running DiGS, {peers}", flush=True)
+            reference = (
+                reference_samples(case.name, builtin, key_ref) if case.kind == "quality" else None
+            )
             runs = run_samplers(case, builtin, key_run)
             per_seed.append(evaluate(case, builtin, runs, reference))
         results[case.name] = {
@@ -357,11 +343,7 @@ def run_benchmarks(quick: bool = False, seed: int = 0, num_seeds: int | None = N
     table = format_results(results)
     print()
     print(table)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    suffix = "_quick" if quick else ""
-    json_path, png_path = out_dir / f"bench{suffix}.json", out_dir / f"bench{suffix}.png"
-    json_path.write_text(json.dumps(results, indent=2))
-    (out_dir / f"bench{suffix}.txt").write_text(table + "\n")
-    plot_results(results, png_path)
-    print(f"\nWrote {json_path} and {png_path}")
+    write_report(
+        out_dir, "bench_quick" if quick else "bench", results, table, plot_results(results)
+    )
     return results

@@ -4,7 +4,7 @@ import numpy as np
 import numpyro.distributions as dist
 import pytest
 
-from ppl_diffusion.inference.posterior import (
+from ppl_diffusion.inference.denoising import (
     denoising_score,
     estimate_denoising_posterior,
     mixed_score,

@@ -8,22 +8,15 @@ from pathlib import Path
 import arviz as az
 import jax
 import numpy as np
-from numpyro.infer import MCMC
+from numpyro.infer import MCMC, NUTS
 
+from ppl_diffusion.benchmarks.baselines import run_with_budget, thin_to
+from ppl_diffusion.benchmarks.report import format_table, new_figure
 from ppl_diffusion.diagnostics import default_bandwidths, mmd, mode_coverage
 from ppl_diffusion.inference.digs import DiGS
 from ppl_diffusion.models import get_model
-from ppl_diffusion.peers import run_nuts_with_budget, thin_to
 
 NUM_COMPARISON_POINTS = 2000
-
-
-def format_table(header: list[str], rows: list[list]) -> str:
-    cells = [header] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def run_demo(
@@ -46,16 +39,16 @@ def run_demo(
         num_chains=num_chains,
         chain_method="vectorized",
     )
-    digs.run(key_digs)
+    digs.run(key_digs, extra_fields=("num_grad_evals",))
     digs_samples = digs.get_samples(group_by_chain=True)
     jax.block_until_ready(digs_samples)
     digs_time = time.perf_counter() - start
-    digs_grads = num_chains * num_samples * kernel.gradient_evaluations_per_iteration
+    digs_grads = int(digs.get_extra_fields()["num_grad_evals"].sum())
 
     print(f"NUTS on mog40: {num_chains} chains, run until it has used {digs_grads} gradients")
-    nuts = run_nuts_with_budget(
+    nuts = run_with_budget(
         key_nuts,
-        target.model,
+        NUTS(target.model),
         gradient_budget=digs_grads,
         num_chains=num_chains,
         num_warmup=num_warmup,
@@ -132,13 +125,9 @@ def run_demo(
 
 
 def plot_scatter(samples: dict, modes: np.ndarray, results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(samples), figsize=(6 * len(samples), 6), sharex=True, sharey=True)
-    for ax, (name, draws) in zip(np.atleast_1d(axes), samples.items()):
+    figure = new_figure((6 * len(samples), 6))
+    axes = figure.subplots(1, len(samples), sharex=True, sharey=True, squeeze=False)[0]
+    for ax, (name, draws) in zip(axes, samples.items(), strict=True):
         points = thin_to(draws, 4000)
         ax.scatter(points[:, 0], points[:, 1], s=2, alpha=0.4, label="samples")
         ax.scatter(modes[:, 0], modes[:, 1], marker="x", color="red", s=30, label="true modes")
@@ -150,7 +139,6 @@ def plot_scatter(samples: dict, modes: np.ndarray, results: dict, path: Path) ->
         ax.set_xlim(-50, 50)
         ax.set_ylim(-50, 50)
         ax.set_aspect("equal")
-    np.atleast_1d(axes)[0].legend(loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    axes[0].legend(loc="lower left")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)

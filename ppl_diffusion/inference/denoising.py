@@ -12,11 +12,12 @@ acceptance ratio is simply ``p(x')/p(x)``; BlackJAX MALA steps on the posterior 
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
-from blackjax.mcmc import mala
 import jax
 import jax.numpy as jnp
+from blackjax.mcmc import mala
 
 Array = jax.Array
 
@@ -30,9 +31,9 @@ class PointState(NamedTuple):
 
 
 class DenoisingInfo(NamedTuple):
-    init_accepted: Array
-    """Whether the independent proposal from N(x̃/α, σ²/α²) was accepted."""
-    mala_acceptance: Array
+    jump_accept_prob: Array
+    """Metropolis–Hastings acceptance probability of the jump proposal."""
+    mala_accept_prob: Array
     """Mean MALA acceptance probability over the refinement steps (NaN proposals count as 0)."""
     num_nonfinite: Array
     """Proposals whose log density or gradient was not finite; all of them were rejected."""
@@ -47,37 +48,48 @@ def init_point(position: Array, logdensity_fn: Callable) -> PointState:
     return PointState(position, logdensity, logdensity_grad)
 
 
+def _noise_term(x: Array, noisy: Array, alpha, sigma, block: Array | None):
+    """−log N(x̃_B; αx_B, σ²) up to a constant, over the noised block B (every coordinate when
+    ``block`` is None), and its gradient in x."""
+    residual = noisy - alpha * x
+    if block is not None:
+        residual = jnp.where(block, residual, 0.0)
+    return jnp.sum(residual**2) / (2 * sigma**2), -alpha * residual / sigma**2
+
+
 def denoising_logdensity(
-    logdensity_fn: Callable, noisy: Array, alpha: Array, sigma: Array, beta: Array = 1.0
+    logdensity_fn: Callable,
+    noisy: Array,
+    alpha: Array,
+    sigma: Array,
+    beta: Array = 1.0,
+    block: Array | None = None,
 ) -> Callable:
-    """log p(x | x̃) up to a constant; with ``beta`` < 1 the AIS bridge p(x)^β N(x̃; αx, σ²)."""
+    """log p(x | x̃) up to a constant; with ``beta`` < 1 the AIS bridge p(x)^β N(x̃; αx, σ²).
+    With a ``block`` mask only those coordinates were noised: p(x | x̃_B)."""
 
     def fn(x):
-        return beta * logdensity_fn(x) - jnp.sum((noisy - alpha * x) ** 2) / (2 * sigma**2)
+        return beta * logdensity_fn(x) - _noise_term(x, noisy, alpha, sigma, block)[0]
 
     return fn
 
 
-def _to_posterior(point: PointState, noisy, alpha, sigma, beta=1.0) -> mala.MALAState:
+def _to_posterior(point: PointState, noisy, alpha, sigma, beta=1.0, block=None) -> mala.MALAState:
     """The MALA state on :func:`denoising_logdensity` at ``point``, without re-evaluating p."""
-    residual = noisy - alpha * point.position
+    energy, grad = _noise_term(point.position, noisy, alpha, sigma, block)
     return mala.MALAState(
-        point.position,
-        beta * point.logdensity - jnp.sum(residual**2) / (2 * sigma**2),
-        beta * point.logdensity_grad + alpha * residual / sigma**2,
+        point.position, beta * point.logdensity - energy, beta * point.logdensity_grad - grad
     )
 
 
-def _from_posterior(state: mala.MALAState, noisy, alpha, sigma, beta=1.0) -> PointState:
-    residual = noisy - alpha * state.position
+def _from_posterior(state: mala.MALAState, noisy, alpha, sigma, beta=1.0, block=None) -> PointState:
+    energy, grad = _noise_term(state.position, noisy, alpha, sigma, block)
     return PointState(
-        state.position,
-        (state.logdensity + jnp.sum(residual**2) / (2 * sigma**2)) / beta,
-        (state.logdensity_grad - alpha * residual / sigma**2) / beta,
+        state.position, (state.logdensity + energy) / beta, (state.logdensity_grad + grad) / beta
     )
 
 
-PROPOSALS = ("independent", "full", "diag", "iso")
+PROPOSALS = ("mixed", "independent", "gaussian", "full", "diag", "iso")
 
 
 class GaussianProposal(NamedTuple):
@@ -91,12 +103,16 @@ class GaussianProposal(NamedTuple):
         white = self.stddev * jax.random.normal(rng_key, self.mean.shape)
         return self.mean + (white if self.rotation is None else self.rotation @ white)
 
-    def log_prob(self, x: Array) -> Array:
+    def log_prob(self, x: Array, block: Array | None = None) -> Array:
+        """Log density; with a ``block`` mask (diagonal covariance only), of those coordinates."""
         u = x - self.mean
         if self.rotation is not None:
             u = self.rotation.T @ u
         std = jnp.broadcast_to(self.stddev, u.shape)
-        return -0.5 * jnp.sum((u / std) ** 2) - jnp.sum(jnp.log(std)) - 0.5 * u.size * jnp.log(2 * jnp.pi)
+        per_coordinate = -0.5 * (u / std) ** 2 - jnp.log(std) - 0.5 * jnp.log(2 * jnp.pi)
+        if block is not None:
+            per_coordinate = jnp.where(block, per_coordinate, 0.0)
+        return jnp.sum(per_coordinate)
 
 
 def hutchinson_diagonal(rng_key: Array, vector_fn: Callable, x: Array, num_probes: int) -> Array:
@@ -124,11 +140,8 @@ def moment_matched_proposal(
     approximation at the center, precision I/r² − ∇s and mean center + Σ s, which agrees with
     Tweedie's to second order in r and stays positive definite where the target is strongly
     curved (precision eigenvalues floored at 1/(4r²)).
-    ``"independent"`` drops the score: N(center, r² I), the exact posterior of a flat prior.
     """
     r2 = noise_scale**2
-    if covariance == "independent":
-        return GaussianProposal(center, jnp.full(center.shape, noise_scale))
     score = score_fn(center)
 
     def from_curvature(curvature):
@@ -161,6 +174,64 @@ def moment_matched_proposal(
     return GaussianProposal(mean_for(variances), jnp.sqrt(variances))
 
 
+class EqualMixtureProposal(NamedTuple):
+    """An equal-weight mixture of Gaussian proposals."""
+
+    components: tuple[GaussianProposal, ...]
+
+    def sample(self, rng_key: Array) -> Array:
+        key_choice, key_draw = jax.random.split(rng_key)
+        draws = jnp.stack(
+            [
+                c.sample(k)
+                for c, k in zip(
+                    self.components, jax.random.split(key_draw, len(self.components)), strict=True
+                )
+            ]
+        )
+        return draws[jax.random.randint(key_choice, (), 0, len(self.components))]
+
+    def log_prob(self, x: Array, block: Array | None = None) -> Array:
+        log_probs = jnp.stack([c.log_prob(x, block) for c in self.components])
+        return jax.scipy.special.logsumexp(log_probs) - jnp.log(len(self.components))
+
+
+def jump_proposal(
+    rng_key: Array,
+    center: Array,
+    scale: Array,
+    logdensity_fn: Callable,
+    proposal: str,
+    num_probes: int = 8,
+) -> GaussianProposal | EqualMixtureProposal:
+    """A proposal for p(x | x̃) ∝ p(x) N(x; center, scale² I), center = x̃/α, scale = σ/α.
+
+    - ``"independent"``: N(center, scale²), the exact posterior under a flat prior; blind to p,
+      so it reaches modes nobody has seen yet, but its acceptance decays with dimension.
+    - ``"gaussian"``: the exact posterior under a N(0, I) prior, i.e. under the Gaussian fitted
+      in warmup once the coordinates are whitened: N(center/(1 + scale²), scale²/(1 + scale²)).
+      Exact for a Gaussian target at any noise and dimension.
+    - ``"mixed"``: half of each, which keeps both strengths.
+    - ``"full"`` / ``"diag"`` / ``"iso"``: the Laplace approximation at the center from the
+      target's score and its (Hutchinson-estimated) curvature; see
+      :func:`moment_matched_proposal`.
+    """
+    flat_prior = GaussianProposal(center, jnp.full(center.shape, scale))
+    shrink = 1.0 / (1.0 + scale**2)
+    gaussian_prior = GaussianProposal(
+        center * shrink, jnp.full(center.shape, scale * jnp.sqrt(shrink))
+    )
+    if proposal == "independent":
+        return flat_prior
+    if proposal == "gaussian":
+        return gaussian_prior
+    if proposal == "mixed":
+        return EqualMixtureProposal((flat_prior, gaussian_prior))
+    return moment_matched_proposal(
+        rng_key, center, scale, jax.grad(logdensity_fn), proposal, num_probes, noisy_score=False
+    )
+
+
 def sample_denoising_posterior(
     rng_key: Array,
     point: PointState,
@@ -170,32 +241,34 @@ def sample_denoising_posterior(
     logdensity_fn: Callable,
     step_size: Array,
     num_mala_steps: int,
-    proposal: str = "independent",
+    proposal: str = "mixed",
     num_probes: int = 8,
+    block: Array | None = None,
 ) -> tuple[PointState, DenoisingInfo]:
-    """One p(x | x̃)-invariant move from ``point``: a Metropolis–Hastings step with a Gaussian
-    proposal, then ``num_mala_steps`` MALA steps.
+    """One p(x | x̃)-invariant move from ``point``: a Metropolis–Hastings jump from
+    :func:`jump_proposal`, then ``num_mala_steps`` MALA steps.
 
-    The proposal is ``"independent"`` (N(x̃/α, σ²/α²), accepted with probability p(x')/p(x))
-    or the Laplace approximation of p(x | x̃) at x̃/α from the target's score and curvature
-    (``"full"``, ``"diag"``, ``"iso"``; see :func:`moment_matched_proposal`).
+    The jump is an independent proposal for the posterior, accepted with probability
+    min(1, π(x')q(x) / (π(x)q(x'))) where π(x) = p(x) N(x; x̃/α, σ²/α² I).
+    With a ``block`` mask only those coordinates were noised and only they jump: the move is
+    then exact for p(x | x̃_B), Gibbs on the block with the rest held fixed (diagonal
+    proposals only).
     ``point`` carries log p and its gradient (not the posterior's) so that callers can chain
     moves at different noise levels without re-evaluating the target.
     """
     key_build, key_proposal, key_accept, key_mala = jax.random.split(rng_key, 4)
     center, scale = noisy / alpha, sigma / alpha
-    gaussian = moment_matched_proposal(
-        key_build, center, scale, jax.grad(logdensity_fn), proposal, num_probes, noisy_score=False
-    )
-    candidate = gaussian.sample(key_proposal)
+    jump = jump_proposal(key_build, center, scale, logdensity_fn, proposal, num_probes)
+    candidate = jump.sample(key_proposal)
+    if block is not None:
+        candidate = jnp.where(block, candidate, point.position)
     proposed = init_point(candidate, logdensity_fn)
     candidate_finite = is_finite_point(proposed.logdensity, proposed.logdensity_grad) & jnp.all(
         jnp.isfinite(candidate)
     )
 
     def log_target_over_proposal(x, logdensity):
-        # p(x | x̃) ∝ p(x) N(x; x̃/α, σ²/α² I)
-        return logdensity - jnp.sum((x - center) ** 2) / (2 * scale**2) - gaussian.log_prob(x)
+        return logdensity - _noise_term(x, noisy, alpha, sigma, block)[0] - jump.log_prob(x, block)
 
     log_ratio = log_target_over_proposal(candidate, proposed.logdensity) - log_target_over_proposal(
         point.position, point.logdensity
@@ -204,17 +277,17 @@ def sample_denoising_posterior(
     accept = jnp.log(jax.random.uniform(key_accept)) < log_ratio
     point = jax.tree.map(lambda new, old: jnp.where(accept, new, old), proposed, point)
 
-    posterior_logdensity_fn = denoising_logdensity(logdensity_fn, noisy, alpha, sigma)
-    state = _to_posterior(point, noisy, alpha, sigma)
+    posterior_logdensity_fn = denoising_logdensity(logdensity_fn, noisy, alpha, sigma, block=block)
+    state = _to_posterior(point, noisy, alpha, sigma, block=block)
     state, acceptance, nonfinite = run_mala(
         key_mala, state, posterior_logdensity_fn, step_size, num_mala_steps
     )
     info = DenoisingInfo(
-        init_accepted=accept,
-        mala_acceptance=acceptance,
+        jump_accept_prob=jnp.exp(jnp.minimum(log_ratio, 0.0)),
+        mala_accept_prob=acceptance,
         num_nonfinite=nonfinite + (~candidate_finite).astype(jnp.int32),
     )
-    return _from_posterior(state, noisy, alpha, sigma), info
+    return _from_posterior(state, noisy, alpha, sigma, block=block), info
 
 
 def run_mala(
@@ -331,7 +404,9 @@ def target_score(alpha, posterior_mean_grad: Array) -> Array:
     return posterior_mean_grad / alpha
 
 
-def mixed_score(noisy: Array, alpha, sigma, posterior_mean: Array, posterior_mean_grad: Array) -> Array:
+def mixed_score(
+    noisy: Array, alpha, sigma, posterior_mean: Array, posterior_mean_grad: Array
+) -> Array:
     """(σ²·DSI + α²·TSI) / (σ² + α²): the denoising identity's variance blows up as σ → 0
     and the target identity's as α → 0; this weighting keeps the better one at each end.
     With a VP schedule (α² + σ² = 1) it is α(E[x₀] + E[∇log p(x₀)]) − x_t."""
