@@ -142,14 +142,23 @@ def make_target(
     if model is not None:
         if not _is_tracer(rng_key):
             check_model(model, model_args, model_kwargs, rng_key, init_strategy)
-        info = initialize_model(
-            rng_key,
-            model,
-            init_strategy=init_strategy,
-            dynamic_args=True,
-            model_args=model_args,
-            model_kwargs=model_kwargs,
-        )
+        try:
+            info = initialize_model(
+                rng_key,
+                model,
+                init_strategy=init_strategy,
+                dynamic_args=True,
+                model_args=model_args,
+                model_kwargs=model_kwargs,
+            )
+        except RuntimeError as err:
+            if "Cannot find valid initial parameters" not in str(err):
+                raise
+            raise ValueError(
+                "The log density or its gradient is not finite at any initial position the "
+                "init strategy tried: the model is undefined there (check its support, "
+                "constraints and data); pass finite `init_params` or another `init_strategy`."
+            ) from err
         params = info.param_info.z if init_params is None else init_params
     elif init_params is None:
         raise ValueError("`init_params` must be given with `potential_fn`.")

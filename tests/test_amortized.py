@@ -142,6 +142,15 @@ def test_invalid_sampler_configuration_is_rejected(kwargs, message):
         DiffusiveSampler(four_modes, **kwargs)
 
 
+@pytest.mark.parametrize("num_samples", [-1, 0, 2.5])
+def test_a_sample_count_that_is_not_a_positive_integer_is_rejected(num_samples):
+    sampler = small_sampler()
+    with pytest.raises(ValueError, match="positive integer"):
+        sampler.sample(jax.random.PRNGKey(0), num_samples)
+    with pytest.raises(ValueError, match="positive integer"):
+        sampler.sample_unconstrained(jax.random.PRNGKey(0), num_samples)
+
+
 @pytest.mark.slow
 def test_training_and_sampling_split_rows_over_devices():
     assert len(jax.devices()) == 2  # conftest forces two CPU devices

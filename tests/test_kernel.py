@@ -124,3 +124,29 @@ def test_whitening_round_trips_positions_and_gradients(dense):
     np.testing.assert_allclose(
         whitening.gradient_from_white(grad_u), jax.grad(logdensity)(x[0]), rtol=1e-5
     )
+
+
+def two_distant_modes():
+    numpyro.sample(
+        "x",
+        dist.MixtureSameFamily(
+            dist.Categorical(probs=jnp.array([0.5, 0.5])), dist.Normal(jnp.array([-8.0, 8.0]), 0.5)
+        ),
+    )
+
+
+def test_warmup_ladder_is_reproducible_and_geometric_down_to_one_sd():
+    ladders = []
+    for _ in range(2):
+        mcmc = run(DiGS(two_distant_modes), num_warmup=500, num_samples=10, seed=7)
+        levels = jax.tree.map(lambda v: np.asarray(v[0]), mcmc.last_state.warmup.parameters)
+        ladders.append(levels)
+    np.testing.assert_array_equal(ladders[0].sigmas, ladders[1].sigmas)
+    np.testing.assert_array_equal(ladders[0].active, ladders[1].active)
+    sigmas = ladders[0].sigmas
+    # Geometric from σ_max down to one (whitened) standard deviation.
+    np.testing.assert_allclose(sigmas[-1], 1.0, rtol=1e-5)
+    np.testing.assert_allclose(sigmas[1:] / sigmas[:-1], sigmas[1] / sigmas[0], rtol=1e-4)
+    assert 2.0 <= sigmas[0] <= 1000.0
+    # Jumps between modes 32 standard deviations apart are what keep the levels switched on.
+    assert ladders[0].active.all()

@@ -72,6 +72,15 @@ def test_non_finite_initial_density_is_rejected():
         make_target(KEY, potential_fn=potential, init_params=jnp.array([1.0, 0.0]))
 
 
+def test_model_non_finite_at_every_start_is_rejected_by_name():
+    def model():
+        x = numpyro.sample("x", dist.Normal(0.0, 1.0))
+        numpyro.factor("undefined", jnp.nan * x)
+
+    with pytest.raises(ValueError, match="not finite at any initial position"):
+        make_target(KEY, model=model)
+
+
 def test_potential_needs_init_params_and_exactly_one_source():
     with pytest.raises(ValueError, match="init_params"):
         make_target(KEY, potential_fn=lambda x: jnp.sum(x**2))

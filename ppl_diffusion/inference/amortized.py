@@ -193,10 +193,12 @@ class DiffusiveSampler:
     # ----------------------------------------------------------------------------- sampling
     def sample_unconstrained(self, rng_key: Array, num_samples: int) -> Array:
         """``(num_samples, dim)`` flat unconstrained draws."""
+        _check_count("num_samples", num_samples)
         return _generate(self.generator, rng_key, num_samples, self.latent_dim, self._rows)
 
     def sample(self, rng_key: Array, num_samples: int) -> dict:
         """Constrained samples (and deterministic sites), like ``MCMC.get_samples()``."""
+        _check_count("num_samples", num_samples)
         return _generate_constrained(
             self.generator,
             self.target.postprocess_fn,
@@ -463,6 +465,11 @@ class DiffusiveSampler:
                 f"dimension {self.dim}, latent {self.latent_dim}, networks "
                 f"{self.generator.mlp.width_size}×{self.generator.mlp.depth}): {err}"
             ) from err
+
+
+def _check_count(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
 
 
 def _optimizer(learning_rate, clip_norm: float):

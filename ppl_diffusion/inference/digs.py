@@ -157,8 +157,7 @@ class LadderStatistics(NamedTuple):
     """Per level, summed jump acceptance over the second half of warmup."""
     num_iterations: Array
     radius: Array
-    """Largest whitened coordinate (distance from the metric's mean along one axis) in the
-    current slow window."""
+    """Largest whitened distance from the metric's mean in the current slow window."""
 
 
 class DiGSInfo(NamedTuple):
@@ -316,10 +315,10 @@ class DiGS(AdaptiveKernel):
         schedule: a fixed :class:`NoiseSchedule` (large noise first), in whitened units
             (posterior standard deviations) when the metric is adapted. By default the ladder
             is chosen in warmup: ``num_levels`` VE levels from σ_max down to 1, where at the
-            end of each slow window σ_max becomes the largest distance of any chain from the
-            metric's mean along any whitened coordinate in that window (clipped to [2, 1000]):
-            about half the distance between the modes the chains have seen, or 3–4 posterior
-            standard deviations for a unimodal posterior. Either way, a level whose jumps were
+            end of each slow window σ_max becomes the largest whitened distance of any chain
+            from the metric's mean in that window (clipped to [2, 1000]): about half the
+            distance between the modes the chains have seen, or the radius of the typical set
+            of a unimodal posterior. Either way, a level whose jumps were
             accepted less than 0.2% of the time over the second half of warmup is switched
             off for sampling, and costs nothing after it.
         num_levels: levels of the warmup-chosen ladder (ignored with ``schedule``).
@@ -403,11 +402,9 @@ class DiGS(AdaptiveKernel):
         return parameters, statistics
 
     def tune(self, parameters, statistics, info, whitened_position, phase, pool):
-        # Per coordinate, not the Euclidean norm: a block jump moves single coordinates, and
-        # the norm of a unimodal posterior's draws grows like sqrt(d) without any mode there.
         radius = jnp.where(
             phase.collecting,
-            jnp.maximum(statistics.radius, jnp.max(jnp.abs(whitened_position))),
+            jnp.maximum(statistics.radius, jnp.linalg.norm(whitened_position)),
             statistics.radius,
         )
         if self.adaptive_ladder:
