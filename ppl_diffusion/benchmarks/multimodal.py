@@ -16,7 +16,14 @@ import jax
 import numpy as np
 
 from ppl_diffusion.benchmarks.posteriors import SAMPLERS, run_sampler
-from ppl_diffusion.benchmarks.report import format_table, new_figure, select_cases, write_report
+from ppl_diffusion.benchmarks.report import (
+    aggregate_seeds,
+    format_mean_sd,
+    format_table,
+    grouped_bar_figure,
+    select_cases,
+    write_report,
+)
 from ppl_diffusion.models.multimodal import posteriors
 
 NUM_CHAINS, NUM_WARMUP, NUM_DRAWS = 4, 1000, 2000
@@ -74,53 +81,28 @@ COLUMNS = [
 ]
 
 
-def _aggregate(per_seed: list[dict]) -> dict:
-    return {
-        sampler: {
-            metric: {
-                "mean": float(np.mean([s[sampler][metric] for s in per_seed])),
-                "sd": float(np.std([s[sampler][metric] for s in per_seed])),
-            }
-            for metric in per_seed[0][sampler]
-        }
-        for sampler in per_seed[0]
-    }
-
-
 def format_results(results: dict) -> str:
-    rows = []
-    for case, by_sampler in results.items():
-        for sampler, row in by_sampler.items():
-            rows.append(
-                [case, sampler]
-                + [
-                    f"{row[m]['mean']:.{d}f}" + (f" ± {row[m]['sd']:.{d}f}" if row[m]["sd"] else "")
-                    for m, d in COLUMNS
-                ]
-            )
+    rows = [
+        [case, sampler] + [format_mean_sd(row[m], d) for m, d in COLUMNS]
+        for case, by_sampler in results.items()
+        for sampler, row in by_sampler.items()
+    ]
     return format_table(["model", "sampler"] + [m for m, _ in COLUMNS], rows)
 
 
 def plot_results(results: dict):
-    figure = new_figure((1.3 * len(results) + 3, 4))
-    ax = figure.subplots()
     names = list(results)
-    width = 0.8 / len(SAMPLERS)
-    for k, sampler in enumerate(SAMPLERS):
-        stats = [results[n][sampler]["weight_error"] for n in names]
-        ax.bar(
-            np.arange(len(names)) + k * width,
-            [s["mean"] for s in stats],
-            width,
-            yerr=[s["sd"] for s in stats],
-            label=sampler,
-            color=f"C{k}",
-        )
+    groups = {
+        sampler: {
+            "values": [results[n][sampler]["weight_error"]["mean"] for n in names],
+            "errors": [results[n][sampler]["weight_error"]["sd"] for n in names],
+        }
+        for sampler in SAMPLERS
+    }
+    figure, ax = grouped_bar_figure(
+        names, groups, "mode-weight error (TV, pooled chains)", "Multimodal suite (dashed: 0.05)"
+    )
     ax.axhline(0.05, color="grey", linestyle="--", linewidth=1)
-    ax.set_xticks(np.arange(len(names)) + width, names, rotation=30, ha="right")
-    ax.set_ylabel("mode-weight error (TV, pooled chains)")
-    ax.set_title("Multimodal suite (dashed: 0.05)")
-    ax.legend()
     return figure
 
 
@@ -139,7 +121,7 @@ def run_multimodal_benchmarks(
     for case in selected:
         print(f"[{case.name}] DiGS, PT, NUTS × {num_seeds} seed(s)", flush=True)
         per_seed = [run_case(case.name, seed + s, num_draws) for s in range(num_seeds)]
-        results[case.name] = _aggregate(per_seed)
+        results[case.name] = aggregate_seeds(per_seed)
     table = format_results(results)
     print()
     print(table)

@@ -18,7 +18,12 @@ import numpy as np
 from numpyro.infer import MCMC, NUTS
 
 from ppl_diffusion.benchmarks.baselines import gradient_cost_field
-from ppl_diffusion.benchmarks.report import format_table, new_figure, select_cases, write_report
+from ppl_diffusion.benchmarks.report import (
+    format_table,
+    grouped_bar_figure,
+    select_cases,
+    write_report,
+)
 from ppl_diffusion.inference.digs import DiGS
 from ppl_diffusion.inference.tempering import ParallelTempering
 from ppl_diffusion.models.posteriors import POSTERIORS, posterior
@@ -140,26 +145,21 @@ def format_results(results: dict) -> str:
 
 
 def plot_results(results: dict):
-    figure = new_figure((1.2 * len(results) + 3, 4))
-    ax = figure.subplots()
     names = list(results)
-    width = 0.8 / len(SAMPLERS)
-    for k, sampler in enumerate(SAMPLERS):
-        values = [results[n][sampler]["min_ess_per_1k_grads"] for n in names]
-        colors = [f"C{k}" if results[n][sampler]["passed"] else "lightgrey" for n in names]
-        ax.bar(
-            np.arange(len(names)) + k * width,
-            values,
-            width,
-            color=colors,
-            label=sampler,
-            edgecolor=f"C{k}",
-        )
-    ax.set_xticks(np.arange(len(names)) + width, names, rotation=30, ha="right")
-    ax.set_yscale("log")
-    ax.set_ylabel("min bulk ESS per 1000 gradients")
-    ax.set_title("Posterior suite (grey: failed the reference check)")
-    ax.legend()
+    groups = {
+        sampler: {
+            "values": [results[n][sampler]["min_ess_per_1k_grads"] for n in names],
+            "colors": [f"C{k}" if results[n][sampler]["passed"] else "lightgrey" for n in names],
+        }
+        for k, sampler in enumerate(SAMPLERS)
+    }
+    figure, _ = grouped_bar_figure(
+        names,
+        groups,
+        "min bulk ESS per 1000 gradients",
+        "Posterior suite (grey: failed the reference check)",
+        log=True,
+    )
     return figure
 
 

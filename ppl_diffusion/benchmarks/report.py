@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 
 def format_table(header: list[str], rows: list[list]) -> str:
     cells = [header] + [[str(c) for c in row] for row in rows]
@@ -16,6 +18,57 @@ def format_table(header: list[str], rows: list[list]) -> str:
     lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def aggregate_seeds(per_seed: list[dict]) -> dict:
+    """``[{row: {metric: value}}]`` over seeds -> ``{row: {metric: {"mean", "sd"}}}``."""
+    return {
+        row: {
+            metric: {
+                "mean": float(np.mean([seed[row][metric] for seed in per_seed])),
+                "sd": float(np.std([seed[row][metric] for seed in per_seed])),
+            }
+            for metric in per_seed[0][row]
+        }
+        for row in per_seed[0]
+    }
+
+
+def format_mean_sd(stat: dict, digits: int) -> str:
+    """``mean ± sd`` (just the mean when the sd is 0, e.g. a single seed)."""
+    if stat["sd"] == 0:
+        return f"{stat['mean']:.{digits}f}"
+    return f"{stat['mean']:.{digits}f} ± {stat['sd']:.{digits}f}"
+
+
+def grouped_bar_figure(names: list[str], groups: dict, ylabel: str, title: str, log: bool = False):
+    """One bar per name and group: ``groups`` maps a label to ``{"values", "errors",
+    "colors"}`` (errors and colors optional), drawn side by side for each name."""
+    figure = new_figure((1.3 * len(names) + 3, 4))
+    ax = figure.subplots()
+    width = 0.8 / len(groups)
+    for k, (label, group) in enumerate(groups.items()):
+        ax.bar(
+            np.arange(len(names)) + k * width,
+            group["values"],
+            width,
+            yerr=group.get("errors"),
+            color=group.get("colors", f"C{k}"),
+            edgecolor=f"C{k}",
+            label=label,
+        )
+    ax.set_xticks(
+        np.arange(len(names)) + width * (len(groups) - 1) / 2, names, rotation=30, ha="right"
+    )
+    if log:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    from matplotlib.patches import Patch
+
+    # Bars may be recoloured one by one; the legend shows each group's own colour.
+    ax.legend(handles=[Patch(color=f"C{k}", label=label) for k, label in enumerate(groups)])
+    return figure, ax
 
 
 def new_figure(figsize: tuple[float, float]):

@@ -21,7 +21,14 @@ import numpy as np
 from numpyro.infer import MCMC, NUTS
 
 from ppl_diffusion.benchmarks.baselines import run_tempered_smc, run_with_budget, thin_to
-from ppl_diffusion.benchmarks.report import format_table, new_figure, select_cases, write_report
+from ppl_diffusion.benchmarks.report import (
+    aggregate_seeds,
+    format_mean_sd,
+    format_table,
+    new_figure,
+    select_cases,
+    write_report,
+)
 from ppl_diffusion.diagnostics import (
     default_bandwidths,
     ess_summary,
@@ -200,7 +207,7 @@ def reference_samples(name: str, builtin, key) -> np.ndarray:
             [np.asarray(exact[n]).reshape(NUM_POINTS, -1) for n in sorted(exact)], axis=-1
         )
     # DW-4 has no exact sampler: a long, many-chain tempering run stands in for it.
-    kernel = ParallelTempering(builtin.model, num_temperatures=6, min_beta=0.05, num_mala_steps=2)
+    kernel = ParallelTempering(builtin.model, num_temperatures=6, min_beta=0.05)
     mcmc = MCMC(
         kernel,
         num_warmup=1000,
@@ -243,23 +250,6 @@ def evaluate(case: BenchCase, builtin, runs: dict, reference: np.ndarray | None)
     return results
 
 
-def _aggregate(per_seed: list[dict]) -> dict:
-    """Mean and standard deviation over seeds of every numeric metric."""
-    out = {}
-    for sampler in per_seed[0]:
-        out[sampler] = {}
-        for metric in per_seed[0][sampler]:
-            values = np.array([seed[sampler][metric] for seed in per_seed], dtype=float)
-            out[sampler][metric] = {"mean": float(values.mean()), "sd": float(values.std())}
-    return out
-
-
-def _fmt(stat: dict, digits: int) -> str:
-    if stat["sd"] == 0:
-        return f"{stat['mean']:.{digits}f}"
-    return f"{stat['mean']:.{digits}f} ± {stat['sd']:.{digits}f}"
-
-
 QUALITY_COLUMNS = [("mmd", 4), ("w2", 3)]
 EXTRA_COLUMNS = {
     "modes_visited": 1,
@@ -288,7 +278,8 @@ def format_results(results: dict) -> str:
             columns = EFFICIENCY_COLUMNS
         columns = columns + [("gradient_evaluations", 0), ("wall_time_s", 1)]
         rows = [
-            [name] + [_fmt(stats[m], d) for m, d in columns] for name, stats in samplers.items()
+            [name] + [format_mean_sd(stats[m], d) for m, d in columns]
+            for name, stats in samplers.items()
         ]
         title = f"{case_name} ({case['kind']}, {case['num_seeds']} seed(s), mean ± sd)"
         blocks.append(title + "\n" + format_table(["sampler"] + [m for m, _ in columns], rows))
@@ -338,7 +329,7 @@ def run_benchmarks(
             "num_seeds": num_seeds,
             "num_chains": case.num_chains,
             "budget_per_chain": case.budget_per_chain,
-            "samplers": _aggregate(per_seed),
+            "samplers": aggregate_seeds(per_seed),
         }
     table = format_results(results)
     print()

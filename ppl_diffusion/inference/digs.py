@@ -370,9 +370,8 @@ class DiGS(AdaptiveKernel):
             adapt_metric,
             dense_mass,
             target_accept_prob,
+            step_size,
         )
-        if not step_size > 0:
-            raise ValueError(f"`step_size` must be positive, got {step_size}.")
         self.adaptive_ladder = schedule is None
         schedule = default_schedule(num_levels) if schedule is None else schedule
         if not isinstance(schedule, NoiseSchedule):
@@ -382,7 +381,6 @@ class DiGS(AdaptiveKernel):
         self._kernel = build_kernel(num_mala_steps, proposal, num_probes, local_move, block_size)
         self.block_size = block_size
         self.num_mala_steps, self.num_probes = int(num_mala_steps), int(num_probes)
-        self._step_size = step_size
 
     def core_init(self, position, logdensity_fn):
         return init(position, logdensity_fn)
@@ -429,7 +427,7 @@ class DiGS(AdaptiveKernel):
         # p(x | x̃) is no wider than σ/α, so a MALA step starts below that.
         ratio = self.schedule.sigmas / self.schedule.alphas
         mala = jnp.minimum(1.0, 0.25 * ratio**2)
-        return jnp.append(mala, self._step_size).astype(dtype)
+        return jnp.append(mala, self.step_size).astype(dtype)
 
     def adapted_step_sizes(self):
         return np.r_[

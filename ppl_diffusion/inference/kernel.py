@@ -370,9 +370,12 @@ class AdaptiveKernel(MCMCKernel):
         adapt_metric: bool = True,
         dense_mass: bool = False,
         target_accept_prob: float = 0.8,
+        step_size: float = 1.0,
     ):
         if (model is None) == (potential_fn is None):
             raise ValueError("Give exactly one of `model` or `potential_fn`.")
+        if not step_size > 0:
+            raise ValueError(f"`step_size` must be positive, got {step_size}.")
         if not 0 < target_accept_prob < 1:
             raise ValueError(f"`target_accept_prob` must lie in (0, 1), got {target_accept_prob}.")
         self._model = model
@@ -382,6 +385,8 @@ class AdaptiveKernel(MCMCKernel):
         self.adapt_metric = bool(adapt_metric)
         self.dense_mass = bool(dense_mass)
         self.target_accept_prob = float(target_accept_prob)
+        self.step_size = float(step_size)
+        """The step size the core's moves start from (whitened units)."""
         self._target: Target | None = None
         self._warmup: WarmupAdaptation | None = None
         self._batched = False

@@ -198,9 +198,8 @@ class ParallelTempering(AdaptiveKernel):
             adapt_metric,
             dense_mass,
             target_accept_prob,
+            step_size,
         )
-        if not step_size > 0:
-            raise ValueError(f"`step_size` must be positive, got {step_size}.")
         self.betas = (
             geometric_ladder(num_temperatures, min_beta)
             if betas is None
@@ -209,7 +208,6 @@ class ParallelTempering(AdaptiveKernel):
         self._kernel = build_kernel(self.betas, local_move, num_mala_steps)
         self.local_move = local_move
         self.num_mala_steps = int(num_mala_steps)
-        self._step_size = step_size
 
     def core_init(self, position, logdensity_fn):
         return init(jnp.broadcast_to(position, self.betas.shape + position.shape), logdensity_fn)
@@ -219,7 +217,7 @@ class ParallelTempering(AdaptiveKernel):
 
     def initial_step_sizes(self, dtype):
         # Hotter replicas are wider by 1/sqrt(β), so start their steps proportionally larger.
-        return (self._step_size / jnp.sqrt(self.betas)).astype(dtype)
+        return (self.step_size / jnp.sqrt(self.betas)).astype(dtype)
 
     def adaptation_signal(self, info):
         return info.local_accept_prob
