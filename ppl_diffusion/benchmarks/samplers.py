@@ -207,7 +207,9 @@ def reference_samples(name: str, builtin, key) -> np.ndarray:
             [np.asarray(exact[n]).reshape(NUM_POINTS, -1) for n in sorted(exact)], axis=-1
         )
     # DW-4 has no exact sampler: a long, many-chain tempering run stands in for it.
-    kernel = ParallelTempering(builtin.model, num_temperatures=6, min_beta=0.05)
+    kernel = ParallelTempering(
+        builtin.model, num_temperatures=6, min_beta=0.05, local_move="mala", num_mala_steps=2
+    )
     mcmc = MCMC(
         kernel,
         num_warmup=1000,

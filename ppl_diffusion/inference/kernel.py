@@ -338,7 +338,8 @@ class KernelState(NamedTuple):
     def diverging(self) -> Array:
         """Whether the iteration's NUTS move diverged (always False without one), so that
         NumPyro's default ``diverging`` field and ``print_summary`` work for every kernel."""
-        return getattr(self.info, "diverging", jnp.zeros((), bool))
+        # Shaped like the iteration counter: one flag per chain when chains are batched.
+        return getattr(self.info, "diverging", jnp.zeros(jnp.shape(self.i), bool))
 
     def __getattr__(self, name):
         info = self.info
