@@ -68,6 +68,7 @@ def run_case(name: str, seed: int, num_draws: int) -> dict:
             kernel_cls(target.model), target, key, NUM_WARMUP, num_draws, NUM_CHAINS
         )
         rows[sampler] = mode_metrics(target.mode_of(samples), target.weights, grads)
+        jax.clear_caches()  # see `samplers.run_benchmarks`
     return rows
 
 

@@ -112,6 +112,7 @@ def run_case(name: str, key, num_warmup=1000, num_samples=1000, num_chains=4) ->
             kernel_cls(builtin.model), builtin, run_key, num_warmup, num_samples, num_chains
         )
         rows[sampler] = judge(site_moments(samples, builtin.reference), builtin.reference, grads)
+        jax.clear_caches()  # see `samplers.run_benchmarks`
     for row in rows.values():
         row["ess_per_grad_vs_nuts"] = (
             row["min_ess_per_1k_grads"] / rows["NUTS"]["min_ess_per_1k_grads"]

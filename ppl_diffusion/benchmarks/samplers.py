@@ -326,6 +326,9 @@ def run_benchmarks(
             )
             runs = run_samplers(case, builtin, key_run)
             per_seed.append(evaluate(case, builtin, runs, reference))
+            # Every run compiles new programs; dropping them between runs keeps a long suite
+            # from exhausting the process's memory mappings.
+            jax.clear_caches()
         results[case.name] = {
             "kind": case.kind,
             "num_seeds": num_seeds,
