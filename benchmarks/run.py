@@ -1,6 +1,6 @@
 """Run the sampler benchmarks (same as `ppl-diffusion bench`); see benchmarks/README.md.
 
-python benchmarks/run.py            # full: 7 cases, 3 seeds, about 6 minutes on 2 CPU cores
+python benchmarks/run.py            # full: 7 cases, 3 seeds, about 15 minutes on 2 CPU cores
 python benchmarks/run.py --quick    # two cases, small budgets, one seed
 """
 
