@@ -19,7 +19,7 @@ from jax.flatten_util import ravel_pytree
 from numpyro import handlers
 from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.util import initialize_model
-from numpyro.util import is_prng_key
+from numpyro.util import identity, is_prng_key
 
 Array = jax.Array
 
@@ -33,6 +33,7 @@ class Target:
         dim: number of unconstrained coordinates.
         unravel_fn: flat vector -> dict of unconstrained site values.
         postprocess_fn: flat vector -> dict of constrained sites and deterministic sites.
+        postprocess_sites: the same from ``unravel_fn``'s dict of unconstrained sites.
         model: the NumPyro model, or ``None`` for a raw potential.
         for_data: ``(model_args, model_kwargs) -> Target`` of the same model conditioned on
             other data (the identity for a raw potential).
@@ -42,6 +43,7 @@ class Target:
     dim: int
     unravel_fn: Callable[[Array], Any]
     postprocess_fn: Callable[[Array], dict]
+    postprocess_sites: Callable[[Any], dict]
     model: Callable | None = None
     for_data: Callable[[tuple, dict], Target] | None = None
 
@@ -191,6 +193,7 @@ def make_target(
             int(flat.shape[-1]),
             unravel_fn,
             unravel_fn if model_postprocess is None else postprocess_fn,
+            identity if model_postprocess is None else model_postprocess,
             model,
             for_data,
         )

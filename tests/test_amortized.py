@@ -96,11 +96,73 @@ def test_checkpoint_resume_matches_uninterrupted_training(tmp_path):
     )
 
 
-def test_checkpoint_of_another_shape_is_rejected_clearly(tmp_path):
-    path = tmp_path / "wide.eqx"
+def test_checkpoint_round_trip_reproduces_draws_exactly(tmp_path):
+    path = tmp_path / "sampler.eqx"
+    saved = DiffusiveSampler(four_modes, width=16, depth=2, seed=1)
+    saved.save(path)
+    loaded = DiffusiveSampler(four_modes, width=16, depth=2, seed=2)
+    key = jax.random.PRNGKey(0)
+    assert not np.array_equal(
+        loaded.sample_unconstrained(key, 5), saved.sample_unconstrained(key, 5)
+    )
+    loaded.load(path)
+    np.testing.assert_array_equal(
+        loaded.sample_unconstrained(key, 5), saved.sample_unconstrained(key, 5)
+    )
+
+
+def gaussian_2d():
+    numpyro.sample("x", dist.Normal(jnp.array([1.0, -1.0]), 2.0))
+
+
+def two_sites():
+    numpyro.sample("a", dist.Normal(0.0, 1.0))
+    numpyro.sample("b", dist.Normal(0.0, 1.0))
+
+
+@pytest.mark.parametrize(
+    "other, message",
+    [
+        (lambda: DiffusiveSampler(four_modes, width=16, depth=2), "networks"),
+        (lambda: DiffusiveSampler(four_modes, width=32, depth=2, objective="vardiu"), "objective"),
+        # Same sites, shapes and networks: only the density tells the models apart.
+        (lambda: DiffusiveSampler(gaussian_2d, width=32, depth=2), "log_density"),
+        # Same dimension, other sites.
+        (lambda: DiffusiveSampler(two_sites, width=32, depth=2), "sites"),
+    ],
+)
+def test_checkpoint_of_another_sampler_is_refused_by_load_and_fit(tmp_path, other, message):
+    path = tmp_path / "sampler.eqx"
     DiffusiveSampler(four_modes, width=32, depth=2).save(path)
-    with pytest.raises(ValueError, match="does not fit this sampler"):
-        DiffusiveSampler(four_modes, width=16, depth=2).load(path)
+    with pytest.raises(ValueError, match=f"does not fit this sampler.*{message}"):
+        other().load(path)
+    with pytest.raises(ValueError, match=f"does not fit this sampler.*{message}"):
+        other().fit(jax.random.PRNGKey(0), 1, checkpoint_path=path, progress_bar=False)
+
+
+def test_checkpoint_paths_that_cannot_be_written_fail_before_training(tmp_path):
+    sampler = DiffusiveSampler(four_modes, width=16, depth=2)
+    with pytest.raises(ValueError, match="is a directory"):
+        sampler.fit(jax.random.PRNGKey(0), 1, checkpoint_path=tmp_path, progress_bar=False)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(ValueError, match="not writable"):
+        sampler.fit(
+            jax.random.PRNGKey(0), 1, checkpoint_path=blocker / "sampler.eqx", progress_bar=False
+        )
+    assert sampler.num_steps_trained == 0
+    with pytest.raises(ValueError, match="not a file"):
+        sampler.load(tmp_path)
+
+
+def test_a_fit_that_would_train_nothing_says_so():
+    sampler = DiffusiveSampler(
+        four_modes, width=8, depth=1, num_particles=2, num_bridges=1, num_mala_steps=0
+    )
+    sampler.fit(jax.random.PRNGKey(0), 2, batch_size=8, critic_steps=1, progress_bar=False)
+    with pytest.warns(UserWarning, match="trained nothing.*num_steps=4 to train 2 more"):
+        sampler.fit(jax.random.PRNGKey(0), 2, batch_size=8, critic_steps=1, progress_bar=False)
+    assert sampler.num_steps_trained == 2
 
 
 def test_constrained_sites_and_arviz_and_digs_initialisation():

@@ -11,7 +11,7 @@ from ppl_diffusion import DiGS, NoiseSchedule, noise_schedule, ve_schedule, vp_s
 from ppl_diffusion.benchmarks.baselines import run_with_budget, thin_to
 from ppl_diffusion.diagnostics import mode_coverage
 from ppl_diffusion.inference.denoising import sample_denoising_posterior
-from ppl_diffusion.inference.digs import build_kernel, init, levels
+from ppl_diffusion.inference.digs import JumpsNeverAcceptedWarning, build_kernel, init, levels
 from ppl_diffusion.models import get_model
 
 MEAN = jnp.array([1.0, -2.0])
@@ -295,3 +295,36 @@ def test_ve_schedule_is_valid_and_geometric():
     schedule = ve_schedule(10.0, 0.1, 3)
     np.testing.assert_allclose(schedule.sigmas, [10.0, 1.0, 0.1], rtol=1e-6)
     np.testing.assert_allclose(schedule.alphas, 1.0)
+
+
+@pytest.mark.parametrize("local_move", ["nuts", None])
+def test_jumps_never_accepted_are_announced_and_never_freeze_the_chain(local_move):
+    # Whole-vector flat-prior jumps with noise 30 sd in 50 dimensions land nowhere near the
+    # posterior: no jump is ever accepted.
+    with pytest.warns(JumpsNeverAcceptedWarning, match="no noise level's jump was accepted"):
+        mcmc = run_digs(
+            standard_normal_50d,
+            num_chains=2,
+            num_warmup=100,
+            num_samples=50,
+            schedule=ve_schedule(30.0, 20.0, 2),
+            proposal="independent",
+            block_size=None,
+            local_move=local_move,
+            # A chain that never moves would shrink an adapted metric until jumps land.
+            adapt_metric=False,
+        )
+        jax.effects_barrier()
+    active = np.asarray(mcmc.last_state.warmup.parameters.active)
+    if local_move == "nuts":
+        # Levels that never help are not paid for: only the NUTS move runs.
+        assert not active.any()
+    else:
+        # The levels are the only move, so they stay on.
+        assert active.all()
+
+
+def test_dense_jacobian_proposal_warns_at_high_dimension():
+    kernel = DiGS(standard_normal_50d, proposal="full", block_size=None)
+    with pytest.warns(UserWarning, match='50 × 50 Jacobian.*proposal="diag"'):
+        kernel.init(jax.random.PRNGKey(0), 10, None, (), {})

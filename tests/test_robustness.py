@@ -35,7 +35,7 @@ def test_float64_runs_stay_float64_and_match_moments(kernel_cls, assert_expectat
         mcmc = draws(kernel_cls(gaussian_model), num_samples=1500)
         x = np.asarray(mcmc.get_samples(group_by_chain=True)["x"])
         assert x.dtype == np.float64
-        assert mcmc.last_state.z.dtype == jnp.float64
+        assert mcmc.last_state.z["x"].dtype == jnp.float64
     assert_expectations_match(x, MEAN)
 
 
@@ -58,7 +58,7 @@ def test_sharded_chains_match_sequential_and_use_every_device():
         expected = sequential.get_samples(group_by_chain=True)["x"]
         got = sharded.get_samples(group_by_chain=True)["x"]
     np.testing.assert_allclose(got, expected, atol=1e-4)
-    assert len(sharded.last_state.z.sharding.device_set) == 2
+    assert len(sharded.last_state.z["x"].sharding.device_set) == 2
 
 
 def test_sharded_chains_need_a_multiple_of_the_device_count():

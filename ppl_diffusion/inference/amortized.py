@@ -19,8 +19,11 @@ constrained models work, and :meth:`DiffusiveSampler.sample` returns constrained
 
 from __future__ import annotations
 
+import json
 import math
+import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -189,6 +192,26 @@ class DiffusiveSampler:
         self.num_steps_trained = 0
         self.history: list[dict] = []
         self._state: TrainState | None = None
+        self._identity = self._describe(width, depth, output_scale)
+
+    def _describe(self, width, depth, output_scale) -> dict:
+        """What a checkpoint must match to be loaded here: the target's sites and shapes, its
+        log density at fixed points (two models with the same sites differ there), the
+        objective and the networks."""
+        sites = jax.eval_shape(self.target.unravel_fn, jnp.zeros(self.dim))
+        probes = jax.random.normal(jax.random.PRNGKey(20240601), (3, self.dim))
+        density = np.asarray(jax.vmap(self.target.logdensity_fn)(probes), float)
+        return {
+            "sites": str(jax.tree.map(lambda s: list(s.shape), sites)),
+            "log_density_at_probes": [float(v) if np.isfinite(v) else str(v) for v in density],
+            "objective": self.objective,
+            "networks": {
+                "width": int(width),
+                "depth": int(depth),
+                "latent_dim": self.latent_dim,
+                "output_scale": float(output_scale),
+            },
+        }
 
     # ----------------------------------------------------------------------------- sampling
     def sample_unconstrained(self, rng_key: Array, num_samples: int) -> Array:
@@ -261,9 +284,18 @@ class DiffusiveSampler:
         generator_opt = _optimizer(learning_rate, clip_norm)
         critic_opt = _optimizer(critic_learning_rate or learning_rate, clip_norm)
         state = self._current_state(rng_key)
-        checkpoint_path = None if checkpoint_path is None else Path(checkpoint_path)
-        if checkpoint_path is not None and checkpoint_path.exists():
-            state = self._load_state(checkpoint_path)
+        if checkpoint_path is not None:
+            checkpoint_path = _writable_checkpoint_path(checkpoint_path)
+            if checkpoint_path.exists():
+                state = self._load_state(checkpoint_path)
+        if int(state.step) >= num_steps:
+            warnings.warn(
+                f"fit(num_steps={num_steps}) trained nothing: this sampler has already taken "
+                f"{int(state.step)} steps, and `num_steps` counts every step taken so far. "
+                f"Pass num_steps={int(state.step) + num_steps} to train {num_steps} more.",
+                UserWarning,
+                stacklevel=2,
+            )
         train_step = self._dikl_step if self.objective == "dikl" else self._vardiu_step
 
         @eqx.filter_jit
@@ -443,28 +475,82 @@ class DiffusiveSampler:
 
     # ----------------------------------------------------------------------------- checkpoints
     def save(self, path: str | Path, state: TrainState | None = None) -> None:
-        """Write networks, optimiser states, step and PRNG key (equinox serialisation)."""
+        """Write networks, optimiser states, step and PRNG key (equinox serialisation) after
+        a one-line JSON header that identifies the target and the networks."""
         state = self._current_state(jax.random.PRNGKey(0)) if state is None else state
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = _writable_checkpoint_path(path)
         tmp = path.with_suffix(path.suffix + ".tmp")
-        eqx.tree_serialise_leaves(tmp, state)
+        with open(tmp, "wb") as file:
+            file.write(json.dumps(self._identity).encode() + b"\n")
+            eqx.tree_serialise_leaves(file, state)
         tmp.replace(path)  # never leave a half-written checkpoint behind
 
     def load(self, path: str | Path) -> None:
-        """Load networks and training progress saved by :meth:`save` or ``fit``."""
-        self._commit(self._load_state(Path(path)))
+        """Load networks and training progress saved by :meth:`save` or ``fit``. Raises
+        ``ValueError`` if the checkpoint was written for another target, objective or network
+        configuration."""
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"Checkpoint {path} is not a file.")
+        self._commit(self._load_state(path))
 
     def _load_state(self, path: Path) -> TrainState:
         like = self._current_state(jax.random.PRNGKey(0))
-        try:
-            return eqx.tree_deserialise_leaves(path, like)
-        except (ValueError, RuntimeError, TypeError) as err:
-            raise ValueError(
-                f"Checkpoint {path} does not fit this sampler (objective {self.objective!r}, "
-                f"dimension {self.dim}, latent {self.latent_dim}, networks "
-                f"{self.generator.mlp.width_size}×{self.generator.mlp.depth}): {err}"
-            ) from err
+        with open(path, "rb") as file:
+            try:
+                saved = json.loads(file.readline())
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise ValueError(
+                    f"Checkpoint {path} has no sampler header: it was not written by "
+                    "DiffusiveSampler.save or fit."
+                ) from err
+            mismatched = _mismatches(saved, self._identity)
+            if mismatched:
+                raise ValueError(
+                    f"Checkpoint {path} does not fit this sampler: it was written for "
+                    + "; ".join(
+                        f"{key} {saved.get(key)} (here {self._identity[key]})" for key in mismatched
+                    )
+                    + "."
+                )
+            try:
+                return eqx.tree_deserialise_leaves(file, like)
+            except (ValueError, RuntimeError, TypeError) as err:
+                raise ValueError(f"Checkpoint {path} does not fit this sampler: {err}") from err
+
+
+def _mismatches(saved: dict, current: dict) -> list[str]:
+    """Keys of ``current`` that ``saved`` does not match; densities to float32 rounding."""
+
+    def same(key):
+        if key != "log_density_at_probes":
+            return saved.get(key) == current[key]
+        old, new = saved.get(key), current[key]
+        if not isinstance(old, list) or len(old) != len(new):
+            return False
+        return all(
+            a == b
+            if isinstance(a, str) or isinstance(b, str)
+            else math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-4)
+            for a, b in zip(old, new, strict=True)
+        )
+
+    return [key for key in current if not same(key)]
+
+
+def _writable_checkpoint_path(path: str | Path) -> Path:
+    """``path`` as a checkpoint file, checked before any training is spent: not a directory,
+    and in a folder this process can write (created if missing)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"Checkpoint path {path} is a directory; give a file name in it.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent):
+            pass
+    except OSError as err:
+        raise ValueError(f"Checkpoint path {path} is not writable: {err}") from err
+    return path
 
 
 def _check_count(name: str, value) -> None:

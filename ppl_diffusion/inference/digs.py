@@ -18,6 +18,7 @@ The functional core (:func:`init`, :func:`build_kernel`) follows BlackJAX conven
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -33,7 +34,12 @@ from ppl_diffusion.inference.denoising import (
     init_point,
     sample_denoising_posterior,
 )
-from ppl_diffusion.inference.kernel import AdaptiveKernel, format_per_level
+from ppl_diffusion.inference.kernel import (
+    AdaptiveKernel,
+    format_per_level,
+    host_alarm,
+    nuts_accept_prob,
+)
 
 Array = jax.Array
 
@@ -48,6 +54,7 @@ __all__ = [
     "Levels",
     "levels",
     "DiGSInfo",
+    "JumpsNeverAcceptedWarning",
     "init",
     "build_kernel",
     "DiGS",
@@ -123,6 +130,28 @@ INITIAL_SIGMA_MAX = 10.0
 MIN_JUMP_ACCEPT_PROB = 0.002
 """A level whose jumps were accepted less often than this over the second half of warmup is
 switched off for sampling: it would cost a gradient per iteration for (almost) nothing."""
+DENSE_PROPOSAL_WARNING_DIM = 50
+"""From this dimension on, ``proposal="full"`` (a d × d Jacobian per jump) gets a warning."""
+
+
+class JumpsNeverAcceptedWarning(UserWarning):
+    """No noise level's jump was accepted in warmup: DiGS will not move between modes."""
+
+
+def _warn_no_jumps(best_rate):
+    warnings.warn(
+        "DiGS: no noise level's jump was accepted in the second half of warmup (best level "
+        f"{float(best_rate):.2%} of the time), so the chains will not jump between modes. "
+        "With a NUTS move every level is switched off and each iteration is one NUTS "
+        "transition, which is fine for a unimodal posterior; if you expect several modes, "
+        "try a longer warmup, fewer coordinates per jump (`block_size`), or a `schedule` "
+        "with smaller noise.",
+        JumpsNeverAcceptedWarning,
+        stacklevel=1,
+    )
+
+
+_no_jumps_alarm = host_alarm(_warn_no_jumps)
 
 
 def noise_ladder(sigma_max: Array, num_levels: int) -> Array:
@@ -161,6 +190,10 @@ class LadderStatistics(NamedTuple):
 
 
 class DiGSInfo(NamedTuple):
+    accept_prob: Array
+    """The NUTS transition's acceptance probability (what NUTS reports and
+    ``target_accept_prob`` steers); without a NUTS move, the mean jump acceptance over the
+    active levels."""
     jump_accept_prob: Array
     """Per level: acceptance probability of the jump proposal."""
     mala_accept_prob: Array
@@ -286,13 +319,20 @@ def build_kernel(
                 jnp.ones(dim, state.position.dtype),
             )
             state = PointState(hmc_state.position, hmc_state.logdensity, hmc_state.logdensity_grad)
-            local_accept_prob = jnp.nan_to_num(nuts_info.acceptance_rate)
+            local_accept_prob = nuts_accept_prob(nuts_info)
             diverging = nuts_info.is_divergent
             num_grad_evals = num_grad_evals + nuts_info.num_integration_steps
         else:
             local_accept_prob = jnp.array(jnp.nan, state.logdensity.dtype)
             diverging = jnp.array(False)
+        if local_move == "nuts":
+            accept_prob = local_accept_prob
+        else:
+            accept_prob = jnp.sum(level_info.jump_accept_prob * levels.active) / jnp.maximum(
+                jnp.sum(levels.active), 1
+            )
         info = DiGSInfo(
+            accept_prob=accept_prob,
             jump_accept_prob=level_info.jump_accept_prob,
             mala_accept_prob=level_info.mala_accept_prob,
             local_accept_prob=local_accept_prob,
@@ -320,7 +360,8 @@ class DiGS(AdaptiveKernel):
             distance between the modes the chains have seen, or the radius of the typical set
             of a unimodal posterior. Either way, a level whose jumps were
             accepted less than 0.2% of the time over the second half of warmup is switched
-            off for sampling, and costs nothing after it.
+            off for sampling, and costs nothing after it (unless ``local_move=None``, when
+            the levels are the only move and all stay on).
         num_levels: levels of the warmup-chosen ladder (ignored with ``schedule``).
         proposal: the jump proposal of each level (see
             :func:`~ppl_diffusion.inference.denoising.jump_proposal`): ``"mixed"`` (default),
@@ -340,8 +381,14 @@ class DiGS(AdaptiveKernel):
             warmup windows and run the whole kernel in its whitened coordinates.
         init_strategy: NumPyro initialisation strategy.
 
-    Extra fields: ``jump_accept_prob`` and ``mala_accept_prob`` (per level),
-    ``local_accept_prob``, ``diverging``, ``num_nonfinite``, ``num_grad_evals``, ``step_size``.
+    Extra fields: ``accept_prob`` (the NUTS move's, or without one the mean jump
+    acceptance), ``jump_accept_prob`` and ``mala_accept_prob`` (per level),
+    ``local_accept_prob``, ``diverging``, ``potential_energy``, ``num_nonfinite``,
+    ``num_grad_evals``, ``step_size``.
+
+    Warns (:class:`JumpsNeverAcceptedWarning`) at the end of warmup when no level's jump was
+    accepted, and (``UserWarning``) when ``proposal="full"`` meets a target of 50 or more
+    dimensions.
     """
 
     def __init__(
@@ -382,6 +429,17 @@ class DiGS(AdaptiveKernel):
         self.block_size = block_size
         self.num_mala_steps, self.num_probes = int(num_mala_steps), int(num_probes)
 
+    def check_target(self, target):
+        if self.proposal == "full" and target.dim >= DENSE_PROPOSAL_WARNING_DIM:
+            warnings.warn(
+                f'proposal="full" builds a {target.dim} × {target.dim} Jacobian of the score '
+                f"for every jump ({jump_cost('full', self.num_probes, target.dim)} gradient "
+                "evaluations each, and a dense factorisation): slow at this dimension. "
+                'proposal="diag" estimates the diagonal with `num_probes` probes instead.',
+                UserWarning,
+                stacklevel=2,
+            )
+
     def core_init(self, position, logdensity_fn):
         return init(position, logdensity_fn)
 
@@ -416,12 +474,14 @@ class DiGS(AdaptiveKernel):
         total = statistics.jump_accept_total + jnp.where(counting, info.jump_accept_prob, 0.0)
         count = statistics.num_iterations + counting
         rate = pool.pool_mean(total / jnp.maximum(count, 1))
-        active = jnp.where(
-            phase.iteration == phase.num_warmup - 1,
-            rate >= MIN_JUMP_ACCEPT_PROB,
-            parameters.active,
-        )
-        return parameters._replace(active=active), LadderStatistics(total, count, radius)
+        last = phase.iteration == phase.num_warmup - 1
+        useful = rate >= MIN_JUMP_ACCEPT_PROB
+        _no_jumps_alarm(last & ~jnp.any(useful), jnp.max(rate))
+        if self.local_move is not None:
+            # Without a local move the levels are the only move: switching them all off
+            # would freeze the chain, so they stay on.
+            parameters = parameters._replace(active=jnp.where(last, useful, parameters.active))
+        return parameters, LadderStatistics(total, count, radius)
 
     def initial_step_sizes(self, dtype):
         # p(x | x̃) is no wider than σ/α, so a MALA step starts below that.

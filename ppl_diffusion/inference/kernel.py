@@ -268,24 +268,34 @@ def _warn_nonfinite(total):
     )
 
 
-@custom_vmap
-def _nonfinite_alarm(crossed, total):
-    jax.lax.cond(crossed, lambda: jax.debug.callback(_warn_nonfinite, total), lambda: None)
-    return crossed
+def host_alarm(warn: Callable[[Array], None]) -> Callable[[Array, Array], Array]:
+    """``alarm(condition, value)``: ``warn(value)`` on the host where ``condition`` holds.
+
+    Under vmap a ``cond`` with a batched predicate runs both branches, i.e. a host callback
+    per chain and iteration. The batching rule reduces over chains first and keeps one real
+    branch: at most one callback per call, with the largest ``value`` among the chains where
+    the condition holds, and only when it holds for some chain.
+    """
+
+    @custom_vmap
+    def alarm(condition, value):
+        jax.lax.cond(condition, lambda: jax.debug.callback(warn, value), lambda: None)
+        return condition
+
+    @alarm.def_vmap
+    def alarm_batched(axis_size, in_batched, condition, value):
+        condition, value = (
+            x if batched else jnp.broadcast_to(x, (axis_size,) + jnp.shape(x))
+            for x, batched in zip((condition, value), in_batched, strict=True)
+        )
+        worst = jnp.argmax(jnp.where(condition, value, -1))
+        fired = alarm(jnp.any(condition), value[worst])
+        return jnp.broadcast_to(fired, (axis_size,)), True
+
+    return alarm
 
 
-@_nonfinite_alarm.def_vmap
-def _nonfinite_alarm_batched(axis_size, in_batched, crossed, total):
-    # Under vmap a cond with a batched predicate runs both branches, i.e. a host callback per
-    # chain and iteration. Reducing over chains first keeps one real branch: at most one
-    # callback per iteration, and only in iterations where some chain crosses a threshold.
-    crossed, total = (
-        value if batched else jnp.broadcast_to(value, (axis_size,) + jnp.shape(value))
-        for value, batched in zip((crossed, total), in_batched, strict=True)
-    )
-    worst = jnp.argmax(jnp.where(crossed, total, -1))
-    fired = _nonfinite_alarm(jnp.any(crossed), total[worst])
-    return jnp.broadcast_to(fired, (axis_size,)), True
+_nonfinite_alarm = host_alarm(_warn_nonfinite)
 
 
 NONFINITE_WARNING_RATE = 0.01
@@ -317,8 +327,10 @@ class KernelState(NamedTuple):
     """
 
     i: Array
-    z: Array
-    """Flat unconstrained position (``postprocess_fn`` maps it to model sites)."""
+    z: Any
+    """Unconstrained position as NumPyro's HMC holds it: a dict of latent sites for a model
+    (so ``print_summary`` can leave deterministic sites out), the structure of ``init_params``
+    for a potential. ``postprocess_fn`` maps it to constrained and deterministic sites."""
     potential_energy: Array
     """Minus the log density at ``z`` (NaN for a kernel that never evaluates it)."""
     core: Any
@@ -438,6 +450,10 @@ class AdaptiveKernel(MCMCKernel):
             return jnp.full((), jnp.nan, core_state.position.dtype)
         return -logdensity
 
+    def check_target(self, target: Target) -> None:
+        """Called once the target is built: raise or warn about a configuration that does
+        not suit it."""
+
     def initial_tuning(self, dim: int, dtype) -> tuple:
         """``(parameters, statistics)`` the algorithm tunes in warmup beyond step sizes and
         metric; none by default."""
@@ -475,6 +491,7 @@ class AdaptiveKernel(MCMCKernel):
             pooled=batched,
         )
         self._batched = batched
+        self.check_target(self._target)
         if batched:
             return jax.vmap(self._init_one)(positions, rng_key)
         return self._init_one(positions, rng_key)
@@ -498,7 +515,7 @@ class AdaptiveKernel(MCMCKernel):
         core = warmup.whitening.map_state(core, to_white=False)
         return KernelState(
             i=jnp.array(0),
-            z=self.returned_position(core),
+            z=self._target.unravel_fn(self.returned_position(core)),
             potential_energy=self.returned_potential_energy(core),
             core=core,
             info=info,
@@ -525,7 +542,7 @@ class AdaptiveKernel(MCMCKernel):
         )
         return KernelState(
             i=state.i + 1,
-            z=position,
+            z=self._target.unravel_fn(position),
             potential_energy=self.returned_potential_energy(core),
             core=core,
             info=info,
@@ -555,12 +572,18 @@ class AdaptiveKernel(MCMCKernel):
     def postprocess_fn(self, model_args, model_kwargs):
         if self._target is None:
             return identity
-        return self._target.for_data(model_args, model_kwargs).postprocess_fn
+        return self._target.for_data(model_args, model_kwargs).postprocess_sites
 
     def get_diagnostics_str(self, state):
         return "step size " + " ".join(
             f"{s:.2e}" for s in np.atleast_1d(np.asarray(state.step_size))
         )
+
+
+def nuts_accept_prob(nuts_info) -> Array:
+    """A BlackJAX NUTS transition's mean acceptance as a probability: NaN (no finite point on
+    the trajectory) counts as 0, and a mean that rounds above 1 is clipped."""
+    return jnp.clip(jnp.nan_to_num(nuts_info.acceptance_rate), 0.0, 1.0)
 
 
 def format_per_level(name: str, values) -> str:

@@ -19,7 +19,7 @@ from blackjax.mcmc import mala, nuts
 from numpyro.infer.initialization import init_to_uniform
 
 from ppl_diffusion.inference.denoising import PointState, init_point, run_mala
-from ppl_diffusion.inference.kernel import AdaptiveKernel, format_per_level
+from ppl_diffusion.inference.kernel import AdaptiveKernel, format_per_level, nuts_accept_prob
 
 Array = jax.Array
 
@@ -57,6 +57,8 @@ def _validate_betas(betas: Sequence[float]) -> Array:
 
 
 class TemperingInfo(NamedTuple):
+    accept_prob: Array
+    """Acceptance probability of the β = 1 replica's local move, the returned chain's."""
     local_accept_prob: Array
     """Per temperature: acceptance probability of the local move (mean over MALA steps)."""
     swap_accept_prob: Array
@@ -114,7 +116,7 @@ def build_kernel(betas: Array, local_move: str = "nuts", num_mala_steps: int = 1
         )
         if local_move == "nuts":
             state, info = nuts_step(key, state, tempered, step_size, jnp.ones_like(point.position))
-            acceptance = jnp.nan_to_num(info.acceptance_rate)
+            acceptance = nuts_accept_prob(info)
             diverging, nonfinite = info.is_divergent, jnp.array(0)
             cost = info.num_integration_steps
         else:
@@ -145,7 +147,12 @@ def build_kernel(betas: Array, local_move: str = "nuts", num_mala_steps: int = 1
         source = jnp.where(from_above, index + 1, jnp.where(from_below, index - 1, index))
         points = jax.tree.map(lambda v: v[source], points)
         info = TemperingInfo(
-            acceptance, swap_prob, diverging[0], nonfinite.sum(), cost.sum().astype(jnp.int32)
+            acceptance[0],
+            acceptance,
+            swap_prob,
+            diverging[0],
+            nonfinite.sum(),
+            cost.sum().astype(jnp.int32),
         )
         return ReplicaState(*points, swap_parity=1 - replicas.swap_parity), info
 
@@ -168,8 +175,9 @@ class ParallelTempering(AdaptiveKernel):
         adapt_metric, dense_mass: a diagonal (default) or dense metric adapted in Stan's warmup
             windows from the β = 1 replica; every replica moves in its whitened coordinates.
 
-    Extra fields: ``local_accept_prob`` (per temperature), ``swap_accept_prob`` (per adjacent
-    pair), ``diverging``, ``num_nonfinite``, ``num_grad_evals``, ``step_size``.
+    Extra fields: ``accept_prob`` (the β = 1 replica's local move), ``local_accept_prob`` (per
+    temperature), ``swap_accept_prob`` (per adjacent pair), ``diverging``,
+    ``potential_energy``, ``num_nonfinite``, ``num_grad_evals``, ``step_size``.
     """
 
     def __init__(
