@@ -3,6 +3,7 @@
 from ppl_diffusion.inference import (
     DiffusiveSampler,
     DiGS,
+    JumpsNeverAcceptedWarning,
     NoiseSchedule,
     ParallelTempering,
     PseudoGibbs,
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DiGS",
     "DiffusiveSampler",
+    "JumpsNeverAcceptedWarning",
     "NoiseSchedule",
     "ParallelTempering",
     "PseudoGibbs",

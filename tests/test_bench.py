@@ -7,6 +7,7 @@ from ppl_diffusion.benchmarks.samplers import run_benchmarks
 from ppl_diffusion.cli import main
 
 
+@pytest.mark.slow
 def test_quick_benchmark_writes_table_json_and_plot(tmp_path, capsys):
     results = run_benchmarks(quick=True, out_dir=tmp_path, only=["eight_schools"])
     saved = json.loads((tmp_path / "bench_quick.json").read_text())

@@ -47,18 +47,29 @@ def test_fixed_seed_reproduces_draws_and_another_seed_does_not():
     assert not np.allclose(first, other)
 
 
-def test_sharded_chains_match_sequential_and_use_every_device():
-    # Inside sharded chains each chain adapts on its own, as in sequential chains (vectorized
-    # chains pool their warmup statistics instead). Batched arithmetic rounds differently from
-    # unbatched, so the comparison runs in float64.
+def test_unpooled_chain_methods_give_the_same_draws_and_use_every_device():
+    # Sequential, parallel and sharded chains adapt each chain on its own, so they must agree;
+    # vectorized chains pool their warmup statistics and differ. Batched arithmetic rounds
+    # differently from unbatched, so the comparison runs in float64.
     assert jax.device_count() == 2
     with jax.enable_x64(True):
-        sequential = draws(DiGS(gaussian_model), "sequential")
-        sharded = draws(DiGS(gaussian_model), sharded_chains())
-        expected = sequential.get_samples(group_by_chain=True)["x"]
-        got = sharded.get_samples(group_by_chain=True)["x"]
-    np.testing.assert_allclose(got, expected, atol=1e-4)
-    assert len(sharded.last_state.z["x"].sharding.device_set) == 2
+        runs = {
+            name: draws(DiGS(gaussian_model), method, num_chains=2)
+            for name, method in [
+                ("sequential", "sequential"),
+                ("parallel", "parallel"),
+                ("sharded", sharded_chains()),
+            ]
+        }
+        samples = {
+            name: np.asarray(mcmc.get_samples(group_by_chain=True)["x"])
+            for name, mcmc in runs.items()
+        }
+    assert samples["sequential"].dtype == np.float64
+    assert not np.allclose(samples["sequential"][0], samples["sequential"][1])
+    np.testing.assert_allclose(samples["parallel"], samples["sequential"], atol=1e-8)
+    np.testing.assert_allclose(samples["sharded"], samples["sequential"], atol=1e-4)
+    assert len(runs["sharded"].last_state.z["x"].sharding.device_set) == 2
 
 
 def test_sharded_chains_need_a_multiple_of_the_device_count():

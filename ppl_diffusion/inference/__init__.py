@@ -5,6 +5,7 @@
 from ppl_diffusion.inference.amortized import DiffusiveSampler
 from ppl_diffusion.inference.digs import (
     DiGS,
+    JumpsNeverAcceptedWarning,
     NoiseSchedule,
     default_schedule,
     moment_matched_gibbs,
@@ -18,6 +19,7 @@ from ppl_diffusion.inference.tempering import ParallelTempering, geometric_ladde
 __all__ = [
     "DiGS",
     "DiffusiveSampler",
+    "JumpsNeverAcceptedWarning",
     "NoiseSchedule",
     "ParallelTempering",
     "PseudoGibbs",

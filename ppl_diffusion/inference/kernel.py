@@ -299,18 +299,20 @@ _nonfinite_alarm = host_alarm(_warn_nonfinite)
 
 
 NONFINITE_WARNING_RATE = 0.01
-"""Rejections per iteration below which a count crossing a threshold stays silent: a few far
-jumps landing where the model overflows waste almost nothing."""
+"""Share of the gradient evaluations lost to non-finite proposals below which a count
+crossing a threshold stays silent. Each rejected proposal cost one evaluation, so this is the
+share of the chain's work wasted: a few far jumps landing where an exp link overflows (common
+in float32) waste almost nothing, while a model undefined inside its support wastes much."""
 
 
-def tally_nonfinite(total: Array, new: Array, num_iterations: Array) -> Array:
+def tally_nonfinite(total: Array, new: Array, num_grad_evals: Array) -> Array:
     """Add this iteration's rejected non-finite proposals to a chain's running count, warning
     (``RuntimeWarning``) when the count reaches 10, 100, 1000, … while it exceeds 1% of the
-    ``num_iterations`` it was counted over."""
+    ``num_grad_evals`` spent over the same iterations."""
     updated = total + new
     thresholds = jnp.asarray(NONFINITE_WARNING_COUNTS)
     crossed = jnp.any((total < thresholds) & (updated >= thresholds))
-    _nonfinite_alarm(crossed & (updated > NONFINITE_WARNING_RATE * num_iterations), updated)
+    _nonfinite_alarm(crossed & (updated > NONFINITE_WARNING_RATE * num_grad_evals), updated)
     return updated
 
 
@@ -339,7 +341,9 @@ class KernelState(NamedTuple):
     warmup: WarmupState
     total_nonfinite: Array
     """Running count of rejected non-finite proposals after warmup (warns at 10, 100, … when
-    that is over 1% of the iterations)."""
+    that is over 1% of the gradient evaluations)."""
+    total_grad_evals: Array
+    """Running count of gradient evaluations after warmup."""
     rng_key: Array
 
     @property
@@ -521,6 +525,7 @@ class AdaptiveKernel(MCMCKernel):
             info=info,
             warmup=warmup,
             total_nonfinite=jnp.array(0),
+            total_grad_evals=jnp.array(0),
             rng_key=rng_key,
         )
 
@@ -540,6 +545,10 @@ class AdaptiveKernel(MCMCKernel):
         warmup = self._warmup.update(
             state.warmup, state.i, position, self.adaptation_signal(info), info, self.tune
         )
+        # Far jumps before the metric is known may land where the model overflows; only
+        # the sampling phase's rejections are wasted work worth a warning.
+        sampling = state.i >= self._warmup.num_warmup
+        total_grad_evals = state.total_grad_evals + jnp.where(sampling, info.num_grad_evals, 0)
         return KernelState(
             i=state.i + 1,
             z=self._target.unravel_fn(position),
@@ -547,13 +556,12 @@ class AdaptiveKernel(MCMCKernel):
             core=core,
             info=info,
             warmup=warmup,
-            # Far jumps before the metric is known may land where the model overflows; only
-            # the sampling phase's rejections are wasted work worth a warning.
             total_nonfinite=tally_nonfinite(
                 state.total_nonfinite,
-                jnp.where(state.i >= self._warmup.num_warmup, info.num_nonfinite, 0),
-                state.i + 1 - self._warmup.num_warmup,
+                jnp.where(sampling, info.num_nonfinite, 0),
+                total_grad_evals,
             ),
+            total_grad_evals=total_grad_evals,
             rng_key=rng_key,
         )
 
