@@ -155,13 +155,24 @@ def test_checkpoint_paths_that_cannot_be_written_fail_before_training(tmp_path):
         sampler.load(tmp_path)
 
 
-def test_a_fit_that_would_train_nothing_says_so():
+def test_a_fit_that_would_train_nothing_says_so(tmp_path):
     sampler = DiffusiveSampler(
         four_modes, width=8, depth=1, num_particles=2, num_bridges=1, num_mala_steps=0
     )
-    sampler.fit(jax.random.PRNGKey(0), 2, batch_size=8, critic_steps=1, progress_bar=False)
+    path = tmp_path / "sampler.eqx"
+    # Typed and raw keys both train and checkpoint.
+    sampler.fit(
+        jax.random.key(0), 2, batch_size=8, critic_steps=1, checkpoint_path=path, progress_bar=False
+    )
     with pytest.warns(UserWarning, match="trained nothing.*num_steps=4 to train 2 more"):
-        sampler.fit(jax.random.PRNGKey(0), 2, batch_size=8, critic_steps=1, progress_bar=False)
+        sampler.fit(
+            jax.random.PRNGKey(0),
+            2,
+            batch_size=8,
+            critic_steps=1,
+            checkpoint_path=path,
+            progress_bar=False,
+        )
     assert sampler.num_steps_trained == 2
 
 

@@ -205,7 +205,7 @@ def test_digs_sweep_leaves_a_bimodal_target_invariant():
 def test_non_finite_proposals_are_rejected_and_counted():
     def potential(x):
         # A wall where the density is undefined: the sampler must never step onto it.
-        return 0.5 * jnp.sum(x**2) + jnp.where(x[0] > 1.0, jnp.nan, 0.0)
+        return 0.5 * jnp.sum(x**2) + jnp.where(jnp.abs(x[0]) > 0.5, jnp.nan, 0.0)
 
     mcmc = MCMC(
         DiGS(potential_fn=potential),
@@ -225,12 +225,12 @@ def test_non_finite_proposals_are_rejected_and_counted():
         )
         jax.effects_barrier()
     z = np.asarray(mcmc.get_samples())
-    assert np.all(np.isfinite(z)) and z[:, 0].max() <= 1.0
+    assert np.all(np.isfinite(z)) and np.abs(z[:, 0]).max() <= 0.5
     fields = mcmc.get_extra_fields(group_by_chain=True)
     counts = np.asarray(fields["num_nonfinite"])
     assert counts.sum() > 0
     # The running count covers the sampling phase. A warning fires per chain and threshold
-    # (10, 100, ...) crossed while the count exceeds 1% of the gradient evaluations so far,
+    # (10, 100, ...) crossed while the count exceeds 5% of the gradient evaluations so far,
     # worded by threshold so the default filter shows each once; never one per iteration.
     totals = np.asarray(mcmc.last_state.total_nonfinite)
     np.testing.assert_array_equal(totals, counts.sum(1))
@@ -241,13 +241,15 @@ def test_non_finite_proposals_are_rejected_and_counted():
         for chain, evals in zip(running, grad_evals, strict=True)
         for threshold in (10, 100, 1000)
         if np.any(chain >= threshold)
-        and chain[np.argmax(chain >= threshold)] > 0.01 * evals[np.argmax(chain >= threshold)]
+        and chain[np.argmax(chain >= threshold)] > 0.05 * evals[np.argmax(chain >= threshold)]
     ]
     assert len(record) == len(warned) >= 2
     named = {int(str(w.message).split("at least ")[1].split()[0]) for w in record}
     assert named == set(warned)
-    # Truncated normal mean E[x | x <= 1] = -phi(1)/Phi(1).
-    assert abs(z[:, 0].mean() - (-0.2876)) < 0.1
+    # A normal truncated to [-0.5, 0.5]: mean 0, variance 1 - 2a phi(a) / (2 Phi(a) - 1) at
+    # a = 0.5; four standard errors with an effective sample size of a tenth of the draws.
+    truncated_sd = np.sqrt(1 - 0.5 * 2 * 0.3520653 / (2 * (0.6914625 - 0.5)))
+    assert abs(z[:, 0].mean()) < 4 * truncated_sd / np.sqrt(len(z) / 10)
 
 
 @pytest.mark.parametrize(

@@ -263,11 +263,13 @@ class DiffusiveSampler:
     ) -> list[dict]:
         """Train until ``num_steps`` generator steps have been taken in all, earlier training
         (and a resumed checkpoint) included: ``fit(key, 200)`` after ``fit(key, 100)`` trains
-        100 more steps.
+        100 more steps, and a ``num_steps`` already reached trains nothing and warns.
 
         With ``checkpoint_path`` set, state is saved every ``checkpoint_every`` steps and at the
         end, and an existing checkpoint there is loaded first, so an interrupted fit resumes
-        where it stopped. ``eval_fn(samples)`` (unconstrained draws) gives the live quality
+        where it stopped. A path that is a directory or cannot be written, and a checkpoint
+        written for another target, objective or network configuration, raise ``ValueError``
+        before any training. ``eval_fn(samples)`` (unconstrained draws) gives the live quality
         metric on the progress bar; the default is the mean target log density of the draws.
         Steps whose gradients are not finite are skipped (optax ``apply_if_finite``).
 
@@ -283,6 +285,9 @@ class DiffusiveSampler:
             raise ValueError(f"`ema_decay` must be in [0, 1), got {ema_decay}.")
         generator_opt = _optimizer(learning_rate, clip_norm)
         critic_opt = _optimizer(critic_learning_rate or learning_rate, clip_norm)
+        if jax.dtypes.issubdtype(jnp.asarray(rng_key).dtype, jax.dtypes.prng_key):
+            # Checkpoints hold the key as raw data, whichever style the caller uses.
+            rng_key = jax.random.key_data(rng_key)
         state = self._current_state(rng_key)
         if checkpoint_path is not None:
             checkpoint_path = _writable_checkpoint_path(checkpoint_path)

@@ -298,7 +298,7 @@ def host_alarm(warn: Callable[[Array], None]) -> Callable[[Array, Array], Array]
 _nonfinite_alarm = host_alarm(_warn_nonfinite)
 
 
-NONFINITE_WARNING_RATE = 0.01
+NONFINITE_WARNING_RATE = 0.05
 """Share of the gradient evaluations lost to non-finite proposals below which a count
 crossing a threshold stays silent. Each rejected proposal cost one evaluation, so this is the
 share of the chain's work wasted: a few far jumps landing where an exp link overflows (common
@@ -307,7 +307,7 @@ in float32) waste almost nothing, while a model undefined inside its support was
 
 def tally_nonfinite(total: Array, new: Array, num_grad_evals: Array) -> Array:
     """Add this iteration's rejected non-finite proposals to a chain's running count, warning
-    (``RuntimeWarning``) when the count reaches 10, 100, 1000, … while it exceeds 1% of the
+    (``RuntimeWarning``) when the count reaches 10, 100, 1000, … while it exceeds 5% of the
     ``num_grad_evals`` spent over the same iterations."""
     updated = total + new
     thresholds = jnp.asarray(NONFINITE_WARNING_COUNTS)
@@ -341,7 +341,7 @@ class KernelState(NamedTuple):
     warmup: WarmupState
     total_nonfinite: Array
     """Running count of rejected non-finite proposals after warmup (warns at 10, 100, … when
-    that is over 1% of the gradient evaluations)."""
+    that is over 5% of the gradient evaluations)."""
     total_grad_evals: Array
     """Running count of gradient evaluations after warmup."""
     rng_key: Array
