@@ -326,7 +326,7 @@ def build_kernel(
             local_accept_prob = jnp.array(jnp.nan, state.logdensity.dtype)
             diverging = jnp.array(False)
         if local_move == "nuts":
-            accept_prob = local_accept_prob
+            accept_prob = jnp.minimum(local_accept_prob, 1.0)
         else:
             accept_prob = jnp.sum(level_info.jump_accept_prob * levels.active) / jnp.maximum(
                 jnp.sum(levels.active), 1

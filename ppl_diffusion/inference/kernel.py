@@ -589,9 +589,10 @@ class AdaptiveKernel(MCMCKernel):
 
 
 def nuts_accept_prob(nuts_info) -> Array:
-    """A BlackJAX NUTS transition's mean acceptance as a probability: NaN (no finite point on
-    the trajectory) counts as 0, and a mean that rounds above 1 is clipped."""
-    return jnp.clip(jnp.nan_to_num(nuts_info.acceptance_rate), 0.0, 1.0)
+    """A BlackJAX NUTS transition's mean acceptance, with NaN (no finite point on the
+    trajectory) counted as 0. The mean may round a hair above 1; what is reported as
+    ``accept_prob`` is clipped, what dual averaging steers by is not."""
+    return jnp.nan_to_num(nuts_info.acceptance_rate)
 
 
 def format_per_level(name: str, values) -> str:

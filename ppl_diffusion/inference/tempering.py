@@ -147,7 +147,7 @@ def build_kernel(betas: Array, local_move: str = "nuts", num_mala_steps: int = 1
         source = jnp.where(from_above, index + 1, jnp.where(from_below, index - 1, index))
         points = jax.tree.map(lambda v: v[source], points)
         info = TemperingInfo(
-            acceptance[0],
+            jnp.minimum(acceptance[0], 1.0),
             acceptance,
             swap_prob,
             diverging[0],
