@@ -19,6 +19,7 @@ constrained models work, and :meth:`DiffusiveSampler.sample` returns constrained
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import tempfile
@@ -192,12 +193,12 @@ class DiffusiveSampler:
         self.num_steps_trained = 0
         self.history: list[dict] = []
         self._state: TrainState | None = None
-        self._identity = self._describe(width, depth, output_scale)
 
-    def _describe(self, width, depth, output_scale) -> dict:
+    @functools.cached_property
+    def _identity(self) -> dict:
         """What a checkpoint must match to be loaded here: the target's sites and shapes, its
         log density at fixed points (two models with the same sites differ there), the
-        objective and the networks."""
+        objective and the networks. Computed when a checkpoint is first written or read."""
         sites = jax.eval_shape(self.target.unravel_fn, jnp.zeros(self.dim))
         probes = jax.random.normal(jax.random.PRNGKey(20240601), (3, self.dim))
         density = np.asarray(jax.vmap(self.target.logdensity_fn)(probes), float)
@@ -206,10 +207,10 @@ class DiffusiveSampler:
             "log_density_at_probes": [float(v) if np.isfinite(v) else str(v) for v in density],
             "objective": self.objective,
             "networks": {
-                "width": int(width),
-                "depth": int(depth),
+                "width": self.generator.mlp.width_size,
+                "depth": self.generator.mlp.depth,
                 "latent_dim": self.latent_dim,
-                "output_scale": float(output_scale),
+                "output_scale": float(self.generator.output_scale),
             },
         }
 
@@ -332,7 +333,7 @@ class DiffusiveSampler:
             bar.set_postfix(loss=f"{float(loss):.3g}", metric=f"{metric:.4g}")
             if checkpoint_path is not None and (done % checkpoint_every == 0 or done == num_steps):
                 self._commit(state)
-                self.save(checkpoint_path, state)
+                self._write_checkpoint(checkpoint_path, state)
         self._commit(state)
         return self.history
 
@@ -483,7 +484,9 @@ class DiffusiveSampler:
         """Write networks, optimiser states, step and PRNG key (equinox serialisation) after
         a one-line JSON header that identifies the target and the networks."""
         state = self._current_state(jax.random.PRNGKey(0)) if state is None else state
-        path = _writable_checkpoint_path(path)
+        self._write_checkpoint(_writable_checkpoint_path(path), state)
+
+    def _write_checkpoint(self, path: Path, state: TrainState) -> None:
         tmp = path.with_suffix(path.suffix + ".tmp")
         with open(tmp, "wb") as file:
             file.write(json.dumps(self._identity).encode() + b"\n")

@@ -320,17 +320,15 @@ def build_kernel(
             )
             state = PointState(hmc_state.position, hmc_state.logdensity, hmc_state.logdensity_grad)
             local_accept_prob = nuts_accept_prob(nuts_info)
+            accept_prob = jnp.minimum(local_accept_prob, 1.0)
             diverging = nuts_info.is_divergent
             num_grad_evals = num_grad_evals + nuts_info.num_integration_steps
         else:
             local_accept_prob = jnp.array(jnp.nan, state.logdensity.dtype)
-            diverging = jnp.array(False)
-        if local_move == "nuts":
-            accept_prob = jnp.minimum(local_accept_prob, 1.0)
-        else:
             accept_prob = jnp.sum(level_info.jump_accept_prob * levels.active) / jnp.maximum(
                 jnp.sum(levels.active), 1
             )
+            diverging = jnp.array(False)
         info = DiGSInfo(
             accept_prob=accept_prob,
             jump_accept_prob=level_info.jump_accept_prob,
