@@ -10,7 +10,7 @@ from pathlib import Path
 from ppl_diffusion import __version__
 from ppl_diffusion.compile_cache import DEFAULT_CACHE_DIR, enable_compile_cache
 
-SUITES = ("samplers", "posteriors", "multimodal", "amortized", "pseudo-gibbs")
+SUITES = ("samplers", "posteriors", "multimodal", "amortized", "noisy-score", "pseudo-gibbs")
 
 
 def _positive_int(text: str) -> int:
@@ -78,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="samplers: DiGS vs peers on the built-in targets (default); posteriors: "
         "ordinary Bayesian posteriors against reference moments; multimodal: mode weights on "
         "posteriors with exact answers; amortized: the DiKL one-step "
-        "sampler vs DiGS and NUTS; pseudo-gibbs: clean samples from noisy energy models",
+        "sampler vs DiGS and NUTS; noisy-score: the amortized samplers' noisy-score estimate "
+        "vs the exact one per noise level (mog40); pseudo-gibbs: clean samples from noisy "
+        "energy models",
     )
     bench.add_argument("--quick", action="store_true", help="small budgets, fewer cases, one seed")
     bench.add_argument(
@@ -107,10 +109,16 @@ def _run(args) -> None:
         from ppl_diffusion.benchmarks.amortized import run_amortized_benchmarks
 
         run_amortized_benchmarks(quick=args.quick, seed=args.seed, out_dir=args.out, only=args.only)
+    elif args.suite == "noisy-score":
+        from ppl_diffusion.benchmarks.noisy_score import run_noisy_score_benchmark
+
+        run_noisy_score_benchmark(quick=args.quick, seed=args.seed, out_dir=args.out)
     elif args.suite == "pseudo-gibbs":
         from ppl_diffusion.benchmarks.pseudo_gibbs import run_pseudo_gibbs_benchmarks
 
-        run_pseudo_gibbs_benchmarks(quick=args.quick, seed=args.seed, out_dir=args.out)
+        run_pseudo_gibbs_benchmarks(
+            quick=args.quick, seed=args.seed, num_seeds=args.seeds, out_dir=args.out
+        )
     elif args.suite == "posteriors":
         from ppl_diffusion.benchmarks.posteriors import run_posterior_benchmarks
 

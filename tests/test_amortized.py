@@ -1,3 +1,6 @@
+import contextlib
+import logging
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,9 +38,9 @@ def test_short_dikl_fit_covers_every_mode():
         jax.random.PRNGKey(0),
         800,
         batch_size=128,
-        critic_steps=5,
+        score_steps=5,
         learning_rate=1e-3,
-        critic_learning_rate=1e-3,
+        score_learning_rate=1e-3,
         progress_bar=False,
     )
     x = np.asarray(sampler.sample(jax.random.PRNGKey(1), 4000)["x"])
@@ -47,6 +50,32 @@ def test_short_dikl_fit_covers_every_mode():
     # The untrained generator sits near the origin (spread ≈ 0.2); training spreads it to the
     # target's per-coordinate spread sqrt(5² + 0.6²).
     np.testing.assert_allclose(x.std(0), np.sqrt(25 + MODE_STD**2), rtol=0.25)
+
+
+def two_modes_1d():
+    numpyro.sample(
+        "x",
+        dist.MixtureSameFamily(
+            dist.Categorical(probs=jnp.array([0.5, 0.5])), dist.Normal(jnp.array([-3.0, 3.0]), 0.5)
+        ),
+    )
+
+
+def test_a_tiny_dikl_fit_reaches_both_modes_of_a_1d_mixture():
+    sampler = DiffusiveSampler(
+        two_modes_1d,
+        width=32,
+        depth=2,
+        output_scale=3.0,
+        num_particles=8,
+        num_bridges=4,
+        num_mala_steps=2,
+    )
+    sampler.fit(jax.random.PRNGKey(0), 300, batch_size=64, score_steps=3, progress_bar=False)
+    x = np.asarray(sampler.sample(jax.random.PRNGKey(1), 2000)["x"])
+    near_left, near_right = np.mean(np.abs(x + 3) < 1.5), np.mean(np.abs(x - 3) < 1.5)
+    # Equal weights: each mode holds half the mass; a collapsed generator would leave one empty.
+    assert near_left > 0.2 and near_right > 0.2, (near_left, near_right)
 
 
 @pytest.mark.slow
@@ -62,7 +91,7 @@ def test_vardiu_trains_with_finite_loss_and_records_history():
 @pytest.mark.slow
 def test_checkpoint_resume_matches_uninterrupted_training(tmp_path):
     straight = small_sampler()
-    straight.fit(jax.random.PRNGKey(3), 6, batch_size=32, critic_steps=2, progress_bar=False)
+    straight.fit(jax.random.PRNGKey(3), 6, batch_size=32, score_steps=2, progress_bar=False)
 
     path = tmp_path / "sampler.eqx"
     interrupted = small_sampler()
@@ -70,7 +99,7 @@ def test_checkpoint_resume_matches_uninterrupted_training(tmp_path):
         jax.random.PRNGKey(3),
         4,
         batch_size=32,
-        critic_steps=2,
+        score_steps=2,
         checkpoint_path=path,
         progress_bar=False,
     )
@@ -79,7 +108,7 @@ def test_checkpoint_resume_matches_uninterrupted_training(tmp_path):
         jax.random.PRNGKey(99),
         6,
         batch_size=32,
-        critic_steps=2,
+        score_steps=2,
         checkpoint_path=path,
         progress_bar=False,
     )
@@ -162,18 +191,71 @@ def test_a_fit_that_would_train_nothing_says_so(tmp_path):
     path = tmp_path / "sampler.eqx"
     # Typed and raw keys both train and checkpoint.
     sampler.fit(
-        jax.random.key(0), 2, batch_size=8, critic_steps=1, checkpoint_path=path, progress_bar=False
+        jax.random.key(0), 2, batch_size=8, score_steps=1, checkpoint_path=path, progress_bar=False
     )
     with pytest.warns(UserWarning, match="trained nothing.*num_steps=4 to train 2 more"):
         sampler.fit(
             jax.random.PRNGKey(0),
             2,
             batch_size=8,
-            critic_steps=1,
+            score_steps=1,
             checkpoint_path=path,
             progress_bar=False,
         )
     assert sampler.num_steps_trained == 2
+
+
+@contextlib.contextmanager
+def compile_messages():
+    messages = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    handler = Collect()
+    logging.getLogger("jax").addHandler(handler)
+    try:
+        with jax.log_compiles():
+            yield messages
+    finally:
+        logging.getLogger("jax").removeHandler(handler)
+
+
+@pytest.mark.parametrize(
+    "objective, settings",
+    [("dikl", {"score_steps": 1}), ("vardiu", {"encoder_learning_rate": 2e-3})],
+)
+def test_a_second_fit_reuses_the_compiled_training_step(objective, settings):
+    sampler = DiffusiveSampler(
+        four_modes,
+        objective=objective,
+        width=8,
+        depth=1,
+        num_particles=2,
+        num_bridges=1,
+        num_mala_steps=0,
+    )
+    sampler.fit(jax.random.PRNGKey(0), 2, batch_size=8, progress_bar=False, **settings)
+    with compile_messages() as messages:
+        sampler.fit(jax.random.PRNGKey(1), 4, batch_size=8, progress_bar=False, **settings)
+    assert sampler.num_steps_trained == 4
+    assert [m for m in messages if m.startswith("Compiling")] == []
+
+
+@pytest.mark.parametrize(
+    "objective, settings, message",
+    [
+        ("dikl", {"encoder_learning_rate": 1e-3}, "encoder_learning_rate"),
+        ("vardiu", {"score_steps": 10}, "score_steps"),
+        ("vardiu", {"score_learning_rate": 1e-3}, "score_learning_rate"),
+    ],
+)
+def test_settings_of_the_other_objective_are_rejected(objective, settings, message):
+    sampler = DiffusiveSampler(four_modes, objective=objective, width=8, depth=1)
+    with pytest.raises(ValueError, match=message):
+        sampler.fit(jax.random.PRNGKey(0), 1, progress_bar=False, **settings)
+    assert sampler.num_steps_trained == 0
 
 
 def test_constrained_sites_and_arviz_and_digs_initialisation():
@@ -229,7 +311,7 @@ def test_training_and_sampling_split_rows_over_devices():
     assert len(jax.devices()) == 2  # conftest forces two CPU devices
     one, two = small_sampler(devices=jax.devices()[:1]), small_sampler()
     for sampler in (one, two):
-        sampler.fit(jax.random.PRNGKey(4), 3, batch_size=32, critic_steps=2, progress_bar=False)
+        sampler.fit(jax.random.PRNGKey(4), 3, batch_size=32, score_steps=2, progress_bar=False)
     key = jax.random.PRNGKey(6)
     split = two.sample_unconstrained(key, 101)  # rows need not divide evenly
     assert len(split.sharding.device_set) == 2

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from ppl_diffusion.benchmarks.report import UnknownCaseError
@@ -49,17 +50,21 @@ def test_quick_pseudo_gibbs_benchmark_writes_results(tmp_path):
     from ppl_diffusion.benchmarks.pseudo_gibbs import run_pseudo_gibbs_benchmarks
 
     results = run_pseudo_gibbs_benchmarks(quick=True, out_dir=tmp_path)
-    methods = results["mog4"]["methods"]
-    assert set(methods) == {
+    mmds = results["mog4"]["mmd"]
+    assert set(mmds) == {
         "pseudo-Gibbs full",
-        "pseudo-Gibbs diag",
+        "pseudo-Gibbs diag (8 probes)",
+        "pseudo-Gibbs diag (1 probe)",
+        "pseudo-Gibbs diag-OCM",
         "pseudo-Gibbs iso",
         "Langevin + Tweedie",
         "clean data (2nd set)",
     }
     # Even a quick fit lands every sampler within 3× the clean-vs-clean MMD floor.
-    floor = methods["clean data (2nd set)"]["mmd"]
-    assert all(row["mmd"] < 3 * floor for row in methods.values())
+    floor = mmds["clean data (2nd set)"]["mean"]
+    assert all(row["mean"] < 3 * floor for row in mmds.values())
+    # Chains started 50 units away end as close to the data as the data's own neighbours.
+    assert results["mog4"]["return_from_afar"]["mean"] < 2
     assert (tmp_path / "pseudo_gibbs_quick.png").stat().st_size > 0
     assert json.loads((tmp_path / "pseudo_gibbs_quick.json").read_text())["mog4"]
 
@@ -78,6 +83,22 @@ def test_quick_amortized_benchmark_compares_generator_with_mcmc(tmp_path, capsys
     )
     # One batched call beats a Markov chain's draw rate by far, even for a tiny generator.
     assert rows["DiKL generator"]["samples_per_s_vs_digs"] > 10
+    assert len(results["mog40"]["short_warmup_rows"]) == 4
+    assert [c["step"] for c in results["mog40"]["training_curve"]][-1] == 30
     assert json.loads((tmp_path / "amortized_quick.json").read_text()) == results
     assert (tmp_path / "amortized_quick.png").stat().st_size > 0
     assert "samples_per_s_vs_nuts" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_quick_noisy_score_benchmark_writes_results(tmp_path):
+    from ppl_diffusion.benchmarks.noisy_score import run_noisy_score_benchmark
+
+    results = run_noisy_score_benchmark(quick=True, out_dir=tmp_path)
+    for rows in results.values():
+        # At the smallest noise the posterior is a narrow Gaussian around x_t/α: the estimate
+        # is within a few percent of the exact score.
+        assert rows[0]["noise_to_signal"] < 0.05 and rows[0]["relative_rmse"] < 0.05
+        assert all(np.isfinite(row["relative_sd"]) for row in rows)
+    assert json.loads((tmp_path / "noisy_score_quick.json").read_text()) == results
+    assert (tmp_path / "noisy_score_quick.png").stat().st_size > 0

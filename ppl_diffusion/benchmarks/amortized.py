@@ -47,7 +47,7 @@ def cases(quick: bool) -> list[AmortizedCase]:
             AmortizedCase(
                 "mog40",
                 sampler={"width": 64, "depth": 2, "output_scale": 20.0},
-                fit={"num_steps": 30, "batch_size": 64, "critic_steps": 2},
+                fit={"num_steps": 30, "batch_size": 64, "score_steps": 2},
                 num_mcmc_draws=200,
             )
         ]
@@ -67,9 +67,9 @@ def cases(quick: bool) -> list[AmortizedCase]:
             fit={
                 "num_steps": 10_000,
                 "batch_size": 256,
-                "critic_steps": 10,
+                "score_steps": 10,
                 "learning_rate": 1e-4,
-                "critic_learning_rate": 1e-3,
+                "score_learning_rate": 1e-3,
             },
         ),
         AmortizedCase(
@@ -78,9 +78,9 @@ def cases(quick: bool) -> list[AmortizedCase]:
             fit={
                 "num_steps": 3000,
                 "batch_size": 256,
-                "critic_steps": 10,
+                "score_steps": 10,
                 "learning_rate": 1e-4,
-                "critic_learning_rate": 1e-3,
+                "score_learning_rate": 1e-3,
             },
         ),
     ]
@@ -88,6 +88,14 @@ def cases(quick: bool) -> list[AmortizedCase]:
 
 def _exact(builtin, key, n) -> np.ndarray:
     return np.asarray(builtin.sample_exact(key, n)["x"]).reshape(n, -1)
+
+
+def mode_metric(draws: np.ndarray, builtin) -> float:
+    """Mode-weight error (mog40) or well-occupancy error (many_well) of flat draws."""
+    if builtin.modes is not None:
+        return mode_coverage(draws, builtin.modes, 4 * builtin.mode_std).weight_error
+    occupancy = (draws[:, 0::2] > 0).mean(0)
+    return float(np.abs(occupancy - many_well.right_well_probability()).mean())
 
 
 def quality(draws: np.ndarray, reference: np.ndarray, builtin) -> dict:
@@ -102,18 +110,20 @@ def quality(draws: np.ndarray, reference: np.ndarray, builtin) -> dict:
         row["modes_visited"] = coverage.num_visited
         row["mode_weight_error"] = coverage.weight_error
     else:
-        occupancy = (draws[:, 0::2] > 0).mean(0)
-        row["well_occupancy_error"] = float(
-            np.abs(occupancy - many_well.right_well_probability()).mean()
-        )
+        row["well_occupancy_error"] = mode_metric(draws, builtin)
     return row
+
+
+MCMC_WARMUP = 500
+SHORT_WARMUPS = (50, 150)
+"""Warmup lengths at which DiGS runs from default and from generator starts."""
 
 
 def _timed_mcmc(kernel, case: AmortizedCase, key) -> tuple[np.ndarray, float]:
     """Flat draws and post-warmup draws per second, compilation excluded."""
     mcmc = MCMC(
         kernel,
-        num_warmup=500,
+        num_warmup=MCMC_WARMUP,
         num_samples=case.num_mcmc_draws,
         num_chains=case.num_chains,
         chain_method="vectorized",
@@ -122,6 +132,38 @@ def _timed_mcmc(kernel, case: AmortizedCase, key) -> tuple[np.ndarray, float]:
     seconds = time_compiled_run(mcmc, key)
     draws = np.asarray(mcmc.get_samples()["x"])
     return draws.reshape(-1, draws.shape[-1]), case.num_chains * case.num_mcmc_draws / seconds
+
+
+def _digs_draws(builtin, case: AmortizedCase, key, num_warmup: int, init_params=None):
+    mcmc = MCMC(
+        DiGS(builtin.model),
+        num_warmup=num_warmup,
+        num_samples=case.num_mcmc_draws,
+        num_chains=case.num_chains,
+        chain_method="vectorized",
+        progress_bar=False,
+    )
+    mcmc.run(key, init_params=init_params)
+    draws = np.asarray(mcmc.get_samples()["x"])
+    return draws.reshape(-1, draws.shape[-1])
+
+
+def generator_started_digs(sampler, builtin, case: AmortizedCase, reference, key) -> dict:
+    """DiGS (default settings) with short warmups, its chains started by default and from
+    generator draws, against the default DiGS run of the main table."""
+    rows = {}
+    for num_warmup in SHORT_WARMUPS:
+        key_default, key_generator, key_init = jax.random.split(
+            jax.random.fold_in(key, num_warmup), 3
+        )
+        starts = sampler.init_params(key_init, case.num_chains)
+        for label, init_params, run_key in (
+            ("default start", None, key_default),
+            ("generator start", starts, key_generator),
+        ):
+            draws = _digs_draws(builtin, case, run_key, num_warmup, init_params)
+            rows[f"DiGS, {num_warmup} warmup, {label}"] = quality(draws, reference, builtin)
+    return rows
 
 
 def _generator_throughput(sampler: DiffusiveSampler, key) -> float:
@@ -139,11 +181,12 @@ def run_case(case: AmortizedCase, seed: int, progress_bar: bool = True) -> dict:
     rows = {"exact (2nd set)": quality(_exact(builtin, keys[1], NUM_POINTS), reference, builtin)}
 
     sampler = DiffusiveSampler(builtin.model, seed=seed, **case.sampler)
-    start = time.perf_counter()
-    sampler.fit(
+    start, wall_start = time.perf_counter(), time.time()
+    history = sampler.fit(
         keys[2],
         progress_bar=progress_bar,
-        eval_every=max(1, case.fit["num_steps"] // 10),
+        eval_every=max(1, case.fit["num_steps"] // 20),
+        eval_fn=lambda draws: mode_metric(np.asarray(draws), builtin),
         **case.fit,
     )
     train_time = time.perf_counter() - start
@@ -170,6 +213,13 @@ def run_case(case: AmortizedCase, seed: int, progress_bar: bool = True) -> dict:
         "fit": case.fit,
         "mcmc_chains_x_draws": [case.num_chains, case.num_mcmc_draws],
         "rows": rows,
+        "short_warmup_rows": generator_started_digs(
+            sampler, builtin, case, reference, jax.random.fold_in(keys[5], 1)
+        ),
+        "training_curve": [
+            {"step": h["step"], "time": h["time"] - wall_start, "mode_metric": h["metric"]}
+            for h in history
+        ],
     }
 
 
@@ -189,7 +239,7 @@ COLUMNS = [
 def format_results(results: dict) -> str:
     blocks = []
     for case_name, case in results.items():
-        rows = case["rows"]
+        rows = case["rows"] | case["short_warmup_rows"]
         columns = [(m, d) for m, d in COLUMNS if any(m in r for r in rows.values())]
         table = [
             [name] + [f"{r[m]:.{d}f}" if m in r else "" for m, d in columns]
@@ -204,8 +254,8 @@ def format_results(results: dict) -> str:
 
 
 def plot_results(results: dict):
-    figure = new_figure((4 * len(results), 7))
-    axes = figure.subplots(2, len(results), squeeze=False)
+    figure = new_figure((4 * len(results), 10))
+    axes = figure.subplots(3, len(results), squeeze=False)
     for column, (case_name, case) in enumerate(results.items()):
         names = list(case["rows"])
         axes[0, column].bar(names, [case["rows"][n]["w2"] for n in names], color="C0")
@@ -214,8 +264,13 @@ def plot_results(results: dict):
         axes[1, column].bar(timed, [case["rows"][n]["samples_per_s"] for n in timed], color="C1")
         axes[1, column].set_yscale("log")
         axes[1, column].set_title("samples per second")
-        for ax in axes[:, column]:
+        for ax in axes[:2, column]:
             ax.tick_params(axis="x", rotation=20)
+        curve = case["training_curve"]
+        axes[2, column].plot([c["time"] for c in curve], [c["mode_metric"] for c in curve], "o-")
+        axes[2, column].set_xlabel("training time (s)")
+        axes[2, column].set_ylabel("mode / well-occupancy error")
+        axes[2, column].set_title(f"{case_name}: generator during training")
     return figure
 
 

@@ -1,11 +1,14 @@
 """``ppl-diffusion bench --suite pseudo-gibbs``: sampling clean 2-D toys from noisy energy models.
 
-For each toy (a 4-mode mixture, two rings, a swiss roll; 10k points) a noisy energy model is
-fitted by DSM at σ = 0.2, then clean samples are drawn four ways: pseudo-Gibbs with full,
-diagonal and isotropic Tweedie covariances, and Langevin (MALA) on the noisy model followed by
-Tweedie denoising, each with the same number of steps. Reported: MMD to held-out clean data,
-with the MMD between two clean sets as the floor. A last check times diagonal pseudo-Gibbs in
-784 dimensions against MALA.
+For each toy (a 4-mode mixture, two rings, a swiss roll; 10k points) and seed a noisy energy
+model is fitted by DSM at σ = 0.2 and its OCM diagonal network after it; then clean samples are
+drawn six ways with the same number of steps: pseudo-Gibbs with the full Tweedie covariance,
+the diagonal from 8 or 1 Hutchinson probes or from the OCM network, the isotropic one, and
+Langevin (MALA) on the noisy model followed by Tweedie denoising. Reported, as mean ± sd over
+seeds: MMD to held-out clean data (the MMD between two clean sets is the floor) with each
+method's cost per step; the error of each estimate of diag ∇s against the exact one; how close
+to the data chains started 50 units away end up; and, last, the step rate of diagonal
+pseudo-Gibbs in 784 dimensions against MALA.
 """
 
 from __future__ import annotations
@@ -18,14 +21,14 @@ import jax.numpy as jnp
 import numpy as np
 from blackjax.mcmc import mala
 
-from ppl_diffusion.benchmarks.report import format_table, new_figure, write_report
+from ppl_diffusion.benchmarks.report import format_mean_sd, format_table, new_figure, write_report
 from ppl_diffusion.diagnostics import default_bandwidths, mmd
-from ppl_diffusion.inference.denoising import run_mala
+from ppl_diffusion.inference.denoising import hutchinson_diagonal, run_mala
 from ppl_diffusion.inference.pseudo_gibbs import (
-    COVARIANCES,
     EnergyMLP,
     NoisyEnergyModel,
     fit_noisy_energy,
+    fit_ocm_diagonal,
     pseudo_gibbs_step,
 )
 
@@ -53,42 +56,114 @@ def make_toy(name: str, rng_key, n: int) -> jax.Array:
 
 
 TOYS = ("mog4", "rings", "swiss_roll")
-METHODS = tuple(f"pseudo-Gibbs {c}" for c in COVARIANCES) + ("Langevin + Tweedie",)
+PSEUDO_GIBBS = {
+    # name: (covariance, Hutchinson probes)
+    "pseudo-Gibbs full": ("full", 8),
+    "pseudo-Gibbs diag (8 probes)": ("diag", 8),
+    "pseudo-Gibbs diag (1 probe)": ("diag", 1),
+    "pseudo-Gibbs diag-OCM": ("ocm", 8),
+    "pseudo-Gibbs iso": ("iso", 8),
+}
+METHODS = tuple(PSEUDO_GIBBS) + ("Langevin + Tweedie",)
+FAR = 50.0
+"""Chains of the tails check start this far from the data's mean."""
 
 
-def sample_all(rng_key, model, num_chains: int, num_steps: int, data: jax.Array) -> dict:
-    """Final states of ``num_chains`` independent chains for every method.
+def evaluations_per_step(name: str, dim: int) -> int:
+    """Network evaluations one step of ``name`` costs: score gradients plus Jacobian-vector
+    products, or the OCM network's one call."""
+    if name == "Langevin + Tweedie":
+        return 1
+    covariance, probes = PSEUDO_GIBBS[name]
+    return {"full": 1 + dim, "diag": 1 + probes, "ocm": 2, "iso": 1}[covariance]
 
-    Chains start at noisy training points: a DSM-trained energy is only shaped where the noisy
-    data lie, and chains started far outside drift along the network's unconstrained tails,
-    which would measure the tails rather than the covariance choices compared here.
-    """
-    key_index, key_noise, key_run = jax.random.split(rng_key, 3)
-    index = jax.random.randint(key_index, (num_chains,), 0, data.shape[0])
-    start = data[index] + model.sigma * jax.random.normal(key_noise, (num_chains, data.shape[1]))
-    score_fn = model.score
-    keys = jax.random.split(key_run, num_chains)
-    out = {}
-    for covariance in COVARIANCES:
 
-        def chain(key, x, covariance=covariance):
-            def step(x, key):
-                return pseudo_gibbs_step(
-                    key, x, score_fn, model.sigma, covariance, 8, model.iso_variance
-                ), None
+def run_chains(rng_key, model, start: jax.Array, num_steps: int, method: str) -> jax.Array:
+    """Final states of chains of ``method`` from each row of ``start``."""
+    keys = jax.random.split(rng_key, start.shape[0])
+    if method == "Langevin + Tweedie":
 
-            x, _ = jax.lax.scan(step, x, jax.random.split(key, num_steps))
-            return x
+        def langevin(key, x):
+            state = mala.init(x, model.logdensity)
+            state, _, _ = run_mala(key, state, model.logdensity, 0.1 * model.sigma**2, num_steps)
+            return state.position + model.sigma**2 * model.score(state.position)
 
-        out[f"pseudo-Gibbs {covariance}"] = jax.jit(jax.vmap(chain))(keys, start)
+        return jax.jit(jax.vmap(langevin))(keys, start)
+    covariance, probes = PSEUDO_GIBBS[method]
 
-    def langevin(key, x):
-        state = mala.init(x, model.logdensity)
-        state, _, _ = run_mala(key, state, model.logdensity, 0.1 * model.sigma**2, num_steps)
-        return state.position + model.sigma**2 * score_fn(state.position)
+    def chain(key, x):
+        def step(x, key):
+            return pseudo_gibbs_step(
+                key,
+                x,
+                model.score,
+                model.sigma,
+                covariance,
+                probes,
+                model.iso_variance,
+                model.curvature,
+            ), None
 
-    out["Langevin + Tweedie"] = jax.jit(jax.vmap(langevin))(keys, start)
-    return out
+        return jax.lax.scan(step, x, jax.random.split(key, num_steps))[0]
+
+    return jax.jit(jax.vmap(chain))(keys, start)
+
+
+def sample_all(rng_key, model, start: jax.Array, num_steps: dict[str, int]) -> dict:
+    """Final states of chains from each row of ``start`` for every method (``num_steps``
+    each)."""
+    return {
+        method: run_chains(rng_key, model, start, num_steps[method], method) for method in METHODS
+    }
+
+
+def noisy_training_points(rng_key, data: jax.Array, sigma: float, num: int) -> jax.Array:
+    key_index, key_noise = jax.random.split(rng_key)
+    index = jax.random.randint(key_index, (num,), 0, data.shape[0])
+    return data[index] + sigma * jax.random.normal(key_noise, (num, data.shape[1]))
+
+
+def nearest_distances(points: jax.Array, data: jax.Array, exclude_self: bool = False):
+    def one(i, point):
+        distances = jnp.sqrt(jnp.sum((data - point) ** 2, -1))
+        return jnp.min(
+            jnp.where(exclude_self & (jnp.arange(data.shape[0]) == i), jnp.inf, distances)
+        )
+
+    return jax.lax.map(lambda args: one(*args), (jnp.arange(points.shape[0]), points))
+
+
+def return_from_afar(rng_key, model, data: jax.Array, num_chains: int, num_steps: int) -> float:
+    """Chains of full-covariance pseudo-Gibbs started :data:`FAR` from the data's mean in
+    random directions: the median distance of their final states to the nearest datum, over
+    the data's own median nearest-neighbour distance (1 for draws as close as the data)."""
+    key_direction, key_run = jax.random.split(rng_key)
+    direction = jax.random.normal(key_direction, (num_chains, data.shape[1]))
+    start = data.mean(0) + FAR * direction / jnp.linalg.norm(direction, axis=1, keepdims=True)
+    end = run_chains(key_run, model, start, num_steps, "pseudo-Gibbs full")
+    reference = nearest_distances(data[:num_chains], data, exclude_self=True)
+    return float(jnp.median(nearest_distances(end, data)) / jnp.median(reference))
+
+
+def diagonal_errors(rng_key, model, data: jax.Array, num_points: int = 2000) -> dict:
+    """Relative RMS error of each estimate of diag ∇s against the exact one (jacfwd) at noisy
+    data points."""
+    key_noise, key_probes = jax.random.split(rng_key)
+    noisy = data[:num_points] + model.sigma * jax.random.normal(key_noise, data[:num_points].shape)
+    exact = jax.vmap(lambda x: jnp.diag(jax.jacfwd(model.score)(x)))(noisy)
+    keys = jax.random.split(key_probes, num_points)
+    estimates = {
+        f"Hutchinson, {probes} probe{'s' if probes > 1 else ''}": jax.vmap(
+            lambda key, x, probes=probes: hutchinson_diagonal(key, model.score, x, probes)
+        )(keys, noisy)
+        for probes in (8, 1)
+    }
+    estimates["OCM network"] = jax.vmap(model.curvature)(noisy)
+    scale = jnp.sqrt(jnp.mean(exact**2))
+    return {
+        name: float(jnp.sqrt(jnp.mean((value - exact) ** 2)) / scale)
+        for name, value in estimates.items()
+    }
 
 
 def _steps_per_second(step, state, num_steps: int) -> float:
@@ -134,42 +209,187 @@ def high_dimensional_throughput(
     }
 
 
-def run_pseudo_gibbs_benchmarks(
-    quick: bool = False, seed: int = 0, out_dir: Path = Path("benchmarks/results")
-) -> dict:
+def run_toy(toy: str, seed: int, quick: bool) -> tuple[dict, dict]:
+    """One toy and seed: the results row and the draws to plot."""
     num_train, width, depth = (800, 64, 2) if quick else (10_000, 400, 4)
+    num_ocm_train = 800 if quick else 3000
     num_chains, num_steps = (500, 100) if quick else (2000, 200)
-    toys = TOYS[:1] if quick else TOYS
-    results = {}
-    samples_for_plot = {}
-    for t, toy in enumerate(toys):
-        key_data, key_test, key_floor, key_fit, key_sample = jax.random.split(
-            jax.random.PRNGKey(seed + 100 * t), 5
-        )
-        data = make_toy(toy, key_data, NUM_DATA)
-        test = make_toy(toy, key_test, num_chains)
-        start = time.perf_counter()
-        print(f"[{toy}] fitting the noisy energy model (DSM, σ = {SIGMA})", flush=True)
-        model = fit_noisy_energy(
-            key_fit, data, SIGMA, num_steps=num_train, width=width, depth=depth, progress_bar=False
-        )
-        fit_time = time.perf_counter() - start
-        samples = sample_all(key_sample, model, num_chains, num_steps, data)
-        bandwidths = default_bandwidths(test)
-        row = {name: {"mmd": mmd(x, test, bandwidths)} for name, x in samples.items()}
-        row["clean data (2nd set)"] = {
-            "mmd": mmd(make_toy(toy, key_floor, num_chains), test, bandwidths)
-        }
-        results[toy] = {"fit_time_s": fit_time, "methods": row}
-        samples_for_plot[toy] = {
-            "data": np.asarray(test),
-            **{k: np.asarray(v) for k, v in samples.items()},
-        }
+    keys = jax.random.split(jax.random.PRNGKey(seed), 9)
+    data = make_toy(toy, keys[0], NUM_DATA)
+    test = make_toy(toy, keys[1], num_chains)
+    start = time.perf_counter()
+    model = fit_noisy_energy(
+        keys[3], data, SIGMA, num_steps=num_train, width=width, depth=depth, progress_bar=False
+    )
+    fit_time = time.perf_counter() - start
+    start = time.perf_counter()
+    model = fit_ocm_diagonal(keys[4], model, data, num_steps=num_ocm_train, progress_bar=False)
+    ocm_fit_time = time.perf_counter() - start
+    # Chains start at noisy training points: on these 2-D toys every method mixes within the
+    # 200 steps, so the comparison measures the samplers' stationary quality, not how they
+    # find the data (return_from_afar checks that).
+    start = noisy_training_points(keys[8], data, SIGMA, num_chains)
+    samples = sample_all(keys[5], model, start, dict.fromkeys(METHODS, num_steps))
+    bandwidths = default_bandwidths(test)
+    mmds = {name: mmd(x, test, bandwidths) for name, x in samples.items()}
+    mmds["clean data (2nd set)"] = mmd(make_toy(toy, keys[2], num_chains), test, bandwidths)
+    row = {
+        "fit_time_s": fit_time,
+        "ocm_fit_time_s": ocm_fit_time,
+        "mmd": mmds,
+        "diagonal_relative_rmse": diagonal_errors(keys[6], model, data),
+        "return_from_afar": return_from_afar(keys[7], model, data, 500, num_steps),
+    }
+    return row, {"data": np.asarray(test), **{k: np.asarray(v) for k, v in samples.items()}}
 
-    header = ["method"] + list(toys)
-    names = list(next(iter(results.values()))["methods"])
-    rows = [[n] + [f"{results[t]['methods'][n]['mmd']:.4f}" for t in toys] for n in names]
-    table = format_table(header, rows)
+
+DIGITS_SIGMA = 0.1
+DIGITS_BUDGET = 1300
+"""Network evaluations per chain for every method on the digits (20 full-covariance steps)."""
+
+
+def load_digits() -> np.ndarray:
+    """scikit-learn's 1797 8×8 handwritten digits as 64-D vectors in [0, 1]."""
+    try:
+        from sklearn.datasets import load_digits as sklearn_digits
+    except ImportError as err:
+        raise ImportError(
+            "The digits comparison reads scikit-learn's digits data set; install it with "
+            "`pip install -e .[bench]`."
+        ) from err
+    return (sklearn_digits().data / 16.0).astype(np.float32)
+
+
+def run_digits(seed: int, quick: bool) -> dict:
+    """Every method on the 64-D digits at an equal budget of network evaluations per chain:
+    a full-covariance step costs 65 (the score and 64 jvps), so it takes the fewest steps."""
+    num_train, width, depth = (500, 64, 2) if quick else (10_000, 400, 4)
+    num_ocm_train = 500 if quick else 3000
+    budget = 130 if quick else DIGITS_BUDGET
+    keys = jax.random.split(jax.random.PRNGKey(seed), 6)
+    digits = jnp.asarray(load_digits())[jax.random.permutation(keys[0], 1797)]
+    train, test = digits[:1297], digits[1297:]
+    start = time.perf_counter()
+    model = fit_noisy_energy(
+        keys[1],
+        train,
+        DIGITS_SIGMA,
+        num_steps=num_train,
+        width=width,
+        depth=depth,
+        progress_bar=False,
+    )
+    model = fit_ocm_diagonal(keys[2], model, train, num_steps=num_ocm_train, progress_bar=False)
+    fit_time = time.perf_counter() - start
+    dim = train.shape[1]
+    num_steps = {m: max(1, budget // evaluations_per_step(m, dim)) for m in METHODS}
+    # Chains start from a Gaussian with the pixels' means and variances, not at training
+    # images: a full-covariance chain takes only 20 steps, and from a noisy training image it
+    # would return that image rather than a sample.
+    start = train.mean(0) + train.std(0) * jax.random.normal(keys[5], test.shape)
+    samples = sample_all(keys[3], model, start, num_steps)
+    bandwidths = default_bandwidths(test)
+    mmds = {name: mmd(x, test, bandwidths) for name, x in samples.items()}
+    mmds["clean data (training set)"] = mmd(train[: test.shape[0]], test, bandwidths)
+    return {
+        "fit_time_s": fit_time,
+        "budget": budget,
+        "num_steps": num_steps,
+        "mmd": mmds,
+        "diagonal_relative_rmse": diagonal_errors(keys[4], model, train, num_points=200),
+    }
+
+
+def run_pseudo_gibbs_benchmarks(
+    quick: bool = False,
+    seed: int = 0,
+    num_seeds: int | None = None,
+    out_dir: Path = Path("benchmarks/results"),
+) -> dict:
+    num_seeds = num_seeds or (1 if quick else 3)
+    toys = TOYS[:1] if quick else TOYS
+    per_toy, samples_for_plot = {}, {}
+    for t, toy in enumerate(toys):
+        per_toy[toy] = []
+        for s in range(num_seeds):
+            print(f"[{toy}, seed {s}] DSM fit (σ = {SIGMA}), OCM fit, sampling", flush=True)
+            row, draws = run_toy(toy, seed + 100 * t + s, quick)
+            per_toy[toy].append(row)
+            if s == 0:
+                samples_for_plot[toy] = draws
+
+    def mean_sd(values):
+        return {"mean": float(np.mean(values)), "sd": float(np.std(values))}
+
+    results = {
+        toy: {
+            "mmd": {name: mean_sd([row["mmd"][name] for row in rows]) for name in rows[0]["mmd"]},
+            "diagonal_relative_rmse": {
+                name: mean_sd([row["diagonal_relative_rmse"][name] for row in rows])
+                for name in rows[0]["diagonal_relative_rmse"]
+            },
+            "return_from_afar": mean_sd([row["return_from_afar"] for row in rows]),
+            "full_beats_iso": sum(
+                row["mmd"]["pseudo-Gibbs full"] < row["mmd"]["pseudo-Gibbs iso"] for row in rows
+            ),
+            "per_seed": rows,
+        }
+        for toy, rows in per_toy.items()
+    }
+    num_chains, num_steps = (500, 100) if quick else (2000, 200)
+    header = ["method", "evaluations per step"] + list(toys)
+    names = list(METHODS) + ["clean data (2nd set)"]
+    rows = [
+        [name, evaluations_per_step(name, 2) if name in METHODS else ""]
+        + [format_mean_sd(results[toy]["mmd"][name], 4) for toy in toys]
+        for name in names
+    ]
+    table = (
+        f"MMD to held-out clean data ({num_chains} chains × {num_steps} steps, σ = {SIGMA}, "
+        f"{num_seeds} seed{'s' if num_seeds > 1 else ''})\n" + format_table(header, rows)
+    )
+    estimators = list(results[toys[0]]["diagonal_relative_rmse"])
+    table += "\n\nRelative RMS error of diag ∇s at noisy data points\n" + format_table(
+        ["estimator"] + list(toys),
+        [
+            [name] + [format_mean_sd(results[t]["diagonal_relative_rmse"][name], 3) for t in toys]
+            for name in estimators
+        ],
+    )
+    table += (
+        f"\n\nChains started {FAR:.0f} from the data (full covariance, {num_steps} steps): "
+        "median distance to the nearest datum over the data's own nearest-neighbour distance\n"
+        + format_table(
+            list(toys), [[format_mean_sd(results[t]["return_from_afar"], 2) for t in toys]]
+        )
+    )
+    table += "\n\nFull covariance beats iso in " + ", ".join(
+        f"{toy} {results[toy]['full_beats_iso']}/{num_seeds}" for toy in toys
+    )
+    print("[digits] DSM fit, OCM fit, sampling at equal network evaluations", flush=True)
+    digits = run_digits(seed, quick)
+    results["digits"] = digits
+    table += (
+        f"\n\nDigits (64-D, σ = {DIGITS_SIGMA}, 500 held-out images, {digits['budget']} network "
+        "evaluations per chain)\n"
+        + format_table(
+            ["method", "evaluations per step", "steps", "MMD"],
+            [
+                [m, evaluations_per_step(m, 64), digits["num_steps"][m], f"{digits['mmd'][m]:.4f}"]
+                for m in METHODS
+            ]
+            + [
+                [
+                    "clean data (training set)",
+                    "",
+                    "",
+                    f"{digits['mmd']['clean data (training set)']:.4f}",
+                ]
+            ],
+        )
+        + "\ndiag ∇s relative RMS error: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in digits["diagonal_relative_rmse"].items())
+    )
     throughput = high_dimensional_throughput(num_steps=10 if quick else 50)
     results["throughput"] = throughput
     table += (
@@ -177,7 +397,7 @@ def run_pseudo_gibbs_benchmarks(
         f"({throughput['num_probes']} probes) {throughput['diag_steps_per_s']:.0f} steps/s, "
         f"{throughput['diag_vs_mala']:.2f}× the step rate of MALA on the same energy"
     )
-    print(f"\nMMD to held-out clean data ({num_chains} chains × {num_steps} steps, σ = {SIGMA})\n")
+    print()
     print(table)
     write_report(
         out_dir,

@@ -13,7 +13,7 @@ from ppl_diffusion.inference.digs import (
     ve_schedule,
     vp_schedule,
 )
-from ppl_diffusion.inference.pseudo_gibbs import PseudoGibbs, fit_noisy_energy
+from ppl_diffusion.inference.pseudo_gibbs import PseudoGibbs, fit_noisy_energy, fit_ocm_diagonal
 from ppl_diffusion.inference.tempering import ParallelTempering, geometric_ladder
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "PseudoGibbs",
     "default_schedule",
     "fit_noisy_energy",
+    "fit_ocm_diagonal",
     "geometric_ladder",
     "moment_matched_gibbs",
     "noise_schedule",

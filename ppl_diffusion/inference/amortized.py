@@ -13,6 +13,11 @@ machinery DiGS uses) and the mixed score identity.
   encoder q_φ(z | x_t, σ) in place of the generator's score; generator and encoder minimise one
   loss, with no inner loop.
 
+The training core is two pure, jitted steps in the optax/equinox style,
+``dikl_step`` / ``vardiu_step(state, key, config) -> (state, metrics)``, over a NamedTuple of
+networks and optimiser states and a config whose settings are static, so one compiled step
+serves every :meth:`DiffusiveSampler.fit` call with the same settings.
+
 Everything happens in NumPyro's unconstrained space (:mod:`ppl_diffusion.target`), so
 constrained models work, and :meth:`DiffusiveSampler.sample` returns constrained sites.
 """
@@ -38,6 +43,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from ppl_diffusion.inference.denoising import estimate_denoising_posterior, mixed_score
+from ppl_diffusion.inference.optim import make_optimizer
 from ppl_diffusion.parallel import chain_mesh
 from ppl_diffusion.target import make_target
 
@@ -88,16 +94,208 @@ class Encoder(eqx.Module):
         return jnp.sum(jax.scipy.stats.norm.logpdf(z, mean, scale))
 
 
-class TrainState(NamedTuple):
+class NoisyTargetScore(eqx.Module):
+    """The target's noisy score ∇log p_t(x_t), estimated row by row by sampling the denoising
+    posterior and applying the mixed score identity. All settings are static."""
+
+    logdensity_fn: Callable = eqx.field(static=True)
+    num_particles: int = eqx.field(static=True)
+    num_bridges: int = eqx.field(static=True)
+    num_mala_steps: int = eqx.field(static=True)
+    max_step_size: float = eqx.field(static=True)
+
+    def __call__(self, key: Array, noisy: Array, alpha: Array, sigma: Array) -> Array:
+        def one(key, x_t, alpha, sigma):
+            post = estimate_denoising_posterior(
+                key,
+                x_t,
+                alpha,
+                sigma,
+                self.logdensity_fn,
+                self.num_particles,
+                self.num_bridges,
+                self.num_mala_steps,
+                self.max_step_size,
+            )
+            return mixed_score(x_t, alpha, sigma, post.mean, post.mean_grad)
+
+        return jax.vmap(one)(jax.random.split(key, noisy.shape[0]), noisy, alpha, sigma)
+
+
+class DiKLState(NamedTuple):
     generator: Generator
-    critic: eqx.Module
-    """The score network (DiKL) or the encoder (VarDiU)."""
+    score_network: ConditionalMLP
+    """Predicts the noise in x_t, which gives the generator's noisy score
+    s(x_t, t) = −net(x_t, t)/σ_t."""
     averaged_generator: Generator
     """Exponential moving average of the generator's weights, the one that draws samples."""
     generator_opt: optax.OptState
-    critic_opt: optax.OptState
+    score_network_opt: optax.OptState
     step: Array
     rng_key: Array
+    """The training key; step ``n`` uses ``fold_in(rng_key, n)``, so a resumed fit repeats
+    the keys of an uninterrupted one."""
+
+
+class VarDiUState(NamedTuple):
+    generator: Generator
+    encoder: Encoder
+    averaged_generator: Generator
+    generator_opt: optax.OptState
+    encoder_opt: optax.OptState
+    step: Array
+    rng_key: Array
+
+
+class DiKLConfig(eqx.Module):
+    """Everything a DiKL step needs besides its state: the VP levels (arrays) and static
+    settings, so one compiled step serves every ``fit`` call with the same settings."""
+
+    target_score: NoisyTargetScore
+    alphas: Array
+    sigmas: Array
+    weight_exponent: float = eqx.field(static=True)
+    batch_size: int = eqx.field(static=True)
+    score_steps: int = eqx.field(static=True)
+    ema_decay: float = eqx.field(static=True)
+    generator_optimizer: optax.GradientTransformation = eqx.field(static=True)
+    score_optimizer: optax.GradientTransformation = eqx.field(static=True)
+    rows: NamedSharding = eqx.field(static=True)
+
+
+class VarDiUConfig(eqx.Module):
+    target_score: NoisyTargetScore
+    sigma_min: float = eqx.field(static=True)
+    sigma_max: float = eqx.field(static=True)
+    batch_size: int = eqx.field(static=True)
+    ema_decay: float = eqx.field(static=True)
+    generator_optimizer: optax.GradientTransformation = eqx.field(static=True)
+    encoder_optimizer: optax.GradientTransformation = eqx.field(static=True)
+    rows: NamedSharding = eqx.field(static=True)
+
+
+def _latent_normal(key: Array, num: int, generator: Generator, rows: NamedSharding) -> Array:
+    # Everything computed row by row from this batch inherits the split over devices.
+    z = jax.random.normal(key, (num, generator.mlp.in_size))
+    return jax.lax.with_sharding_constraint(z, rows)
+
+
+def _optimizer_step(optimizer, network, grads, opt_state):
+    updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(network, eqx.is_array))
+    return eqx.apply_updates(network, updates), opt_state
+
+
+@eqx.filter_jit
+def dikl_step(state: DiKLState, key: Array, config: DiKLConfig) -> tuple[DiKLState, dict]:
+    """One DiKL step: ``score_steps`` denoising-score-matching steps of the score network on
+    fresh generator draws, then one generator step along the weighted difference between the
+    generator's and the target's noisy scores. Metrics: ``loss`` (the generator's surrogate
+    loss) and ``score_loss`` (the score network's last DSM loss)."""
+    key_score_network, key_gen, key_target = jax.random.split(key, 3)
+    num_levels = config.alphas.shape[0]
+
+    def noisy_batch(key, generator):
+        key_z, key_t, key_eps = jax.random.split(key, 3)
+        x = jax.vmap(generator)(_latent_normal(key_z, config.batch_size, generator, config.rows))
+        level = jax.random.randint(key_t, (config.batch_size,), 0, num_levels)
+        eps = jax.random.normal(key_eps, x.shape)
+        alpha, sigma = config.alphas[level], config.sigmas[level]
+        return level, eps, alpha[:, None] * x + sigma[:, None] * eps, alpha, sigma
+
+    def dsm_loss(score_network, key):
+        level, eps, noisy, _, _ = noisy_batch(key, state.generator)
+        pred = jax.vmap(score_network)(jax.lax.stop_gradient(noisy), level / num_levels)
+        return jnp.mean(jnp.sum((pred - eps) ** 2, -1))
+
+    # scan carries arrays only; the network's static parts (activations) stay outside.
+    params, static = eqx.partition(state.score_network, eqx.is_array)
+
+    def score_network_update(carry, key):
+        params, opt_state = carry
+        loss, grads = eqx.filter_value_and_grad(dsm_loss)(eqx.combine(params, static), key)
+        updates, opt_state = config.score_optimizer.update(grads, opt_state, params)
+        return (eqx.apply_updates(params, updates), opt_state), loss
+
+    (params, score_network_opt), score_losses = jax.lax.scan(
+        score_network_update,
+        (params, state.score_network_opt),
+        jax.random.split(key_score_network, config.score_steps),
+    )
+    score_network = eqx.combine(params, static)
+
+    level, _, noisy, alpha, sigma = noisy_batch(key_gen, state.generator)
+    target_score = config.target_score(key_target, noisy, alpha, sigma)
+    model_score = -jax.vmap(score_network)(noisy, level / num_levels) / sigma[:, None]
+    weight = (alpha**-config.weight_exponent)[:, None]
+    direction = jax.lax.stop_gradient(weight * (model_score - target_score))
+
+    def generator_loss(generator):
+        # Same key, so x_t is the batch above, now as a function of θ.
+        noisy_theta = noisy_batch(key_gen, generator)[2]
+        return jnp.mean(jnp.sum(direction * noisy_theta, -1))
+
+    loss, grads = eqx.filter_value_and_grad(generator_loss)(state.generator)
+    generator, generator_opt = _optimizer_step(
+        config.generator_optimizer, state.generator, grads, state.generator_opt
+    )
+    state = state._replace(
+        generator=generator,
+        score_network=score_network,
+        generator_opt=generator_opt,
+        score_network_opt=score_network_opt,
+        step=state.step + 1,
+    )
+    metrics = {"loss": loss, "score_loss": score_losses[-1]}
+    return _update_average(state, config.ema_decay), metrics
+
+
+@eqx.filter_jit
+def vardiu_step(state: VarDiUState, key: Array, config: VarDiUConfig) -> tuple[VarDiUState, dict]:
+    """One VarDiU step: generator and encoder descend one loss, the variational upper bound of
+    the diffusive KL on VE noise. Metrics: ``loss``."""
+    key_z, key_sigma, key_eps, key_target = jax.random.split(key, 4)
+    half = max(1, config.batch_size // 2)
+    z = _latent_normal(key_z, half, state.generator, config.rows)
+    log_sigma = jax.random.uniform(
+        key_sigma, (half,), minval=math.log(config.sigma_min), maxval=math.log(config.sigma_max)
+    )
+    sigma = jnp.exp(log_sigma)
+    eps = jax.random.normal(key_eps, (half, state.generator.mlp.out_size))
+    # Antithetic pairs x ± σε share z and σ, which cancels most of the noise's variance.
+    z, sigma = jnp.concatenate([z, z]), jnp.concatenate([sigma, sigma])
+    eps = jnp.concatenate([eps, -eps])
+    weight = (sigma / config.sigma_max) ** 2
+
+    noisy = jax.vmap(state.generator)(z) + sigma[:, None] * eps
+    target_score = jax.lax.stop_gradient(
+        config.target_score(key_target, noisy, jnp.ones_like(sigma), sigma)
+    )
+
+    def loss_fn(networks):
+        generator, encoder = networks
+        noisy = jax.vmap(generator)(z) + sigma[:, None] * eps
+        log_q = jax.vmap(encoder.log_prob, in_axes=(0, 0, 0, None))(
+            z, noisy, sigma, config.sigma_max
+        )
+        return jnp.mean(-weight * (log_q + jnp.sum(target_score * noisy, -1)))
+
+    loss, (generator_grads, encoder_grads) = eqx.filter_value_and_grad(loss_fn)(
+        (state.generator, state.encoder)
+    )
+    generator, generator_opt = _optimizer_step(
+        config.generator_optimizer, state.generator, generator_grads, state.generator_opt
+    )
+    encoder, encoder_opt = _optimizer_step(
+        config.encoder_optimizer, state.encoder, encoder_grads, state.encoder_opt
+    )
+    state = state._replace(
+        generator=generator,
+        encoder=encoder,
+        generator_opt=generator_opt,
+        encoder_opt=encoder_opt,
+        step=state.step + 1,
+    )
+    return _update_average(state, config.ema_decay), {"loss": loss}
 
 
 class DiffusiveSampler:
@@ -184,15 +382,19 @@ class DiffusiveSampler:
             num_mala_steps=num_mala_steps,
             max_step_size=max_step_size,
         )
-        key_gen, key_critic = jax.random.split(jax.random.PRNGKey(seed))
+        key_gen, key_second = jax.random.split(jax.random.PRNGKey(seed))
         self.generator = Generator(self.latent_dim, self.dim, width, depth, output_scale, key_gen)
+        self.score_network: ConditionalMLP | None = None
+        """DiKL's model of the generator's noisy score."""
+        self.encoder: Encoder | None = None
+        """VarDiU's q(z | x_t, σ)."""
         if objective == "dikl":
-            self.critic = ConditionalMLP(self.dim, self.dim, width, depth, key_critic)
+            self.score_network = ConditionalMLP(self.dim, self.dim, width, depth, key_second)
         else:
-            self.critic = Encoder(self.dim, self.latent_dim, width, depth, key_critic)
+            self.encoder = Encoder(self.dim, self.latent_dim, width, depth, key_second)
         self.num_steps_trained = 0
         self.history: list[dict] = []
-        self._state: TrainState | None = None
+        self._state: DiKLState | VarDiUState | None = None
 
     @functools.cached_property
     def _identity(self) -> dict:
@@ -252,8 +454,9 @@ class DiffusiveSampler:
         num_steps: int,
         batch_size: int = 256,
         learning_rate: float | optax.Schedule = 1e-3,
-        critic_learning_rate: float | optax.Schedule | None = None,
-        critic_steps: int = 10,
+        score_learning_rate: float | optax.Schedule | None = None,
+        score_steps: int | None = None,
+        encoder_learning_rate: float | optax.Schedule | None = None,
         ema_decay: float = 0.999,
         clip_norm: float = 10.0,
         checkpoint_path: str | Path | None = None,
@@ -266,6 +469,11 @@ class DiffusiveSampler:
         (and a resumed checkpoint) included: ``fit(key, 200)`` after ``fit(key, 100)`` trains
         100 more steps, and a ``num_steps`` already reached trains nothing and warns.
 
+        DiKL takes ``score_steps`` (default 10) score-network steps per generator step, at
+        ``score_learning_rate`` (default: ``learning_rate``); VarDiU trains its encoder
+        alongside the generator at ``encoder_learning_rate`` (default: ``learning_rate``).
+        Giving one objective's setting to the other raises ``ValueError``.
+
         With ``checkpoint_path`` set, state is saved every ``checkpoint_every`` steps and at the
         end, and an existing checkpoint there is loaded first, so an interrupted fit resumes
         where it stopped. A path that is a directory or cannot be written, and a checkpoint
@@ -275,25 +483,65 @@ class DiffusiveSampler:
         Steps whose gradients are not finite are skipped (optax ``apply_if_finite``).
 
         Learning rates may be optax schedules (counted in generator steps for the generator and
-        in critic steps for the critic). Samples come from an exponential moving average of the
-        generator's weights with decay ``min(ema_decay, (1 + step) / (10 + step))``, which
-        smooths the step-to-step jitter of adversarial-style updates. ``ema_decay=0`` samples
-        from the latest weights.
+        the encoder, in score-network steps for the score network). Samples come from an
+        exponential moving average of the generator's weights with decay
+        ``min(ema_decay, (1 + step) / (10 + step))``, which smooths the step-to-step jitter of
+        adversarial-style updates. ``ema_decay=0`` samples from the latest weights.
+
+        The training step is compiled once per sampler and settings; later ``fit`` calls with
+        the same settings reuse it.
         """
-        if num_steps < 0 or batch_size < 1 or critic_steps < 1:
-            raise ValueError("`num_steps` ≥ 0, `batch_size` ≥ 1 and `critic_steps` ≥ 1 required.")
+        if self.objective == "dikl" and encoder_learning_rate is not None:
+            raise ValueError("`encoder_learning_rate` is for objective='vardiu'; DiKL has none.")
+        if self.objective == "vardiu" and (
+            score_learning_rate is not None or score_steps is not None
+        ):
+            raise ValueError(
+                "`score_learning_rate` and `score_steps` are for objective='dikl'; VarDiU "
+                "trains an encoder (`encoder_learning_rate`)."
+            )
+        score_steps = 10 if score_steps is None else score_steps
+        if num_steps < 0 or batch_size < 1 or score_steps < 1:
+            raise ValueError("`num_steps` ≥ 0, `batch_size` ≥ 1 and `score_steps` ≥ 1 required.")
         if not 0 <= ema_decay < 1:
             raise ValueError(f"`ema_decay` must be in [0, 1), got {ema_decay}.")
-        generator_opt = _optimizer(learning_rate, clip_norm)
-        critic_opt = _optimizer(critic_learning_rate or learning_rate, clip_norm)
         if jax.dtypes.issubdtype(jnp.asarray(rng_key).dtype, jax.dtypes.prng_key):
             # Checkpoints hold the key as raw data, whichever style the caller uses.
             rng_key = jax.random.key_data(rng_key)
+        generator_optimizer = make_optimizer(learning_rate, clip_norm)
+        if self.objective == "dikl":
+            config = DiKLConfig(
+                self.target_score,
+                self.alphas,
+                self.sigmas,
+                self.weight_exponent,
+                batch_size,
+                score_steps,
+                ema_decay,
+                generator_optimizer,
+                make_optimizer(score_learning_rate or learning_rate, clip_norm),
+                self._rows,
+            )
+            train_step = dikl_step
+        else:
+            config = VarDiUConfig(
+                self.target_score,
+                *self.sigma_range,
+                batch_size,
+                ema_decay,
+                generator_optimizer,
+                make_optimizer(encoder_learning_rate or learning_rate, clip_norm),
+                self._rows,
+            )
+            train_step = vardiu_step
         state = self._current_state(rng_key)
         if checkpoint_path is not None:
             checkpoint_path = _writable_checkpoint_path(checkpoint_path)
             if checkpoint_path.exists():
                 state = self._load_state(checkpoint_path)
+        # Fresh arrays and a step's outputs must have the same (replicated) placement, or the
+        # step compiles once for each.
+        state, config = self._replicate(state), self._replicate(config)
         if int(state.step) >= num_steps:
             warnings.warn(
                 f"fit(num_steps={num_steps}) trained nothing: this sampler has already taken "
@@ -302,14 +550,11 @@ class DiffusiveSampler:
                 UserWarning,
                 stacklevel=2,
             )
-        train_step = self._dikl_step if self.objective == "dikl" else self._vardiu_step
+        if eval_fn is None:
 
-        @eqx.filter_jit
-        def step_fn(state):
-            state, loss = train_step(state, generator_opt, critic_opt, batch_size, critic_steps)
-            return _update_average(state, ema_decay), loss
+            def eval_fn(x):
+                return float(_mean_logdensity(self.target.logdensity_fn, x))
 
-        eval_fn = eval_fn or (lambda x: float(jnp.mean(jax.vmap(self.target.logdensity_fn)(x))))
         start_step = int(state.step)
         bar = tqdm(
             range(start_step, num_steps),
@@ -320,173 +565,71 @@ class DiffusiveSampler:
         )
         metric = float("nan")
         for step in bar:
-            state, loss = step_fn(state)
+            state, metrics = train_step(state, jax.random.fold_in(state.rng_key, step), config)
             done = step + 1
             if done % eval_every == 0 or done == num_steps:
-                eval_key = jax.random.fold_in(state.rng_key, done)
+                eval_key = jax.random.fold_in(jax.random.fold_in(state.rng_key, done), 1)
                 metric = eval_fn(
                     _generate(state.averaged_generator, eval_key, 2000, self.latent_dim, self._rows)
                 )
                 self.history.append(
-                    {"step": done, "loss": float(loss), "metric": metric, "time": time.time()}
+                    {k: float(v) for k, v in metrics.items()}
+                    | {"step": done, "metric": metric, "time": time.time()}
                 )
-            bar.set_postfix(loss=f"{float(loss):.3g}", metric=f"{metric:.4g}")
+            bar.set_postfix(loss=f"{float(metrics['loss']):.3g}", metric=f"{metric:.4g}")
             if checkpoint_path is not None and (done % checkpoint_every == 0 or done == num_steps):
                 self._commit(state)
                 self._write_checkpoint(checkpoint_path, state)
         self._commit(state)
         return self.history
 
-    def _commit(self, state: TrainState) -> None:
-        self.generator, self.critic = state.averaged_generator, state.critic
+    def _replicate(self, tree):
+        arrays, static = eqx.partition(tree, eqx.is_array)
+        replicated = NamedSharding(self._rows.mesh, PartitionSpec())
+        return eqx.combine(jax.device_put(arrays, replicated), static)
+
+    @functools.cached_property
+    def target_score(self) -> NoisyTargetScore:
+        """The estimator of the target's noisy score that training uses."""
+        return NoisyTargetScore(self.target.logdensity_fn, **self._posterior_kwargs)
+
+    def _commit(self, state: DiKLState | VarDiUState) -> None:
+        self.generator = state.averaged_generator
+        if isinstance(state, DiKLState):
+            self.score_network = state.score_network
+        else:
+            self.encoder = state.encoder
         self.num_steps_trained = int(state.step)
         self._state = state
 
-    def _current_state(self, rng_key: Array) -> TrainState:
+    def _current_state(self, rng_key: Array) -> DiKLState | VarDiUState:
         """Training state to continue from: the last one, or fresh optimiser states. Adam's state
         has the same structure whatever the learning rate, so one template serves all."""
         if self._state is not None:
             return self._state._replace(rng_key=rng_key)
-        template = _optimizer(1e-3, 10.0)
-        return TrainState(
+        template = make_optimizer(1e-3)
+        if self.objective == "dikl":
+            state_type, second_network = DiKLState, self.score_network
+        else:
+            state_type, second_network = VarDiUState, self.encoder
+        return state_type(
             self.generator,
-            self.critic,
+            second_network,
             self.generator,
             template.init(eqx.filter(self.generator, eqx.is_array)),
-            template.init(eqx.filter(self.critic, eqx.is_array)),
+            template.init(eqx.filter(second_network, eqx.is_array)),
             jnp.array(self.num_steps_trained),
             rng_key,
         )
 
-    def _shard_rows(self, batch: Array) -> Array:
-        # Everything computed row by row from this batch inherits the split over devices.
-        return jax.lax.with_sharding_constraint(batch, self._rows)
-
-    def _noisy_target_score(self, key, noisy, alpha, sigma):
-        keys = jax.random.split(key, noisy.shape[0])
-
-        def one(key, x_t, alpha, sigma):
-            post = estimate_denoising_posterior(
-                key, x_t, alpha, sigma, self.target.logdensity_fn, **self._posterior_kwargs
-            )
-            return mixed_score(x_t, alpha, sigma, post.mean, post.mean_grad)
-
-        return jax.vmap(one)(keys, noisy, alpha, sigma)
-
-    def _dikl_step(self, state: TrainState, generator_opt, critic_opt, batch_size, critic_steps):
-        keys = jax.random.split(state.rng_key, 4)
-        rng_key, key_critic, key_gen, key_score = keys
-        num_levels = self.alphas.shape[0]
-
-        def noisy_batch(key, generator):
-            key_z, key_t, key_eps = jax.random.split(key, 3)
-            z = self._shard_rows(jax.random.normal(key_z, (batch_size, self.latent_dim)))
-            x = jax.vmap(generator)(z)
-            level = jax.random.randint(key_t, (batch_size,), 0, num_levels)
-            eps = jax.random.normal(key_eps, x.shape)
-            alpha, sigma = self.alphas[level], self.sigmas[level]
-            return x, level, eps, alpha[:, None] * x + sigma[:, None] * eps, alpha, sigma
-
-        def dsm_loss(critic, key):
-            x, level, eps, noisy, _, _ = noisy_batch(key, state.generator)
-            # The network predicts the noise: s_φ(x_t, t) = −net(x_t, t)/σ_t.
-            pred = jax.vmap(critic)(jax.lax.stop_gradient(noisy), level / num_levels)
-            return jnp.mean(jnp.sum((pred - eps) ** 2, -1))
-
-        # scan carries arrays only; the networks' static parts (activations) stay outside.
-        critic_params, critic_static = eqx.partition(state.critic, eqx.is_array)
-
-        def critic_update(carry, key):
-            params, opt_state = carry
-            critic = eqx.combine(params, critic_static)
-            loss, grads = eqx.filter_value_and_grad(dsm_loss)(critic, key)
-            updates, opt_state = critic_opt.update(grads, opt_state, params)
-            return (eqx.apply_updates(params, updates), opt_state), loss
-
-        (critic_params, critic_opt_state), _ = jax.lax.scan(
-            critic_update,
-            (critic_params, state.critic_opt),
-            jax.random.split(key_critic, critic_steps),
-        )
-        critic = eqx.combine(critic_params, critic_static)
-
-        _, level, _, noisy, alpha, sigma = noisy_batch(key_gen, state.generator)
-        target_score = self._noisy_target_score(key_score, noisy, alpha, sigma)
-        model_score = -jax.vmap(critic)(noisy, level / num_levels) / sigma[:, None]
-        weight = (alpha**-self.weight_exponent)[:, None]
-        direction = jax.lax.stop_gradient(weight * (model_score - target_score))
-
-        def generator_loss(generator):
-            # Same key, so x_t is the batch above, now as a function of θ.
-            _, _, _, noisy_theta, _, _ = noisy_batch(key_gen, generator)
-            return jnp.mean(jnp.sum(direction * noisy_theta, -1))
-
-        loss, grads = eqx.filter_value_and_grad(generator_loss)(state.generator)
-        updates, generator_opt_state = generator_opt.update(
-            grads, state.generator_opt, eqx.filter(state.generator, eqx.is_array)
-        )
-        generator = eqx.apply_updates(state.generator, updates)
-        return state._replace(
-            generator=generator,
-            critic=critic,
-            generator_opt=generator_opt_state,
-            critic_opt=critic_opt_state,
-            step=state.step + 1,
-            rng_key=rng_key,
-        ), loss
-
-    def _vardiu_step(self, state: TrainState, generator_opt, critic_opt, batch_size, critic_steps):
-        rng_key, key_z, key_sigma, key_eps, key_score = jax.random.split(state.rng_key, 5)
-        sigma_min, sigma_max = self.sigma_range
-        half = max(1, batch_size // 2)
-        z = self._shard_rows(jax.random.normal(key_z, (half, self.latent_dim)))
-        log_sigma = jax.random.uniform(
-            key_sigma, (half,), minval=math.log(sigma_min), maxval=math.log(sigma_max)
-        )
-        sigma = jnp.exp(log_sigma)
-        eps = jax.random.normal(key_eps, (half, self.dim))
-        # Antithetic pairs x ± σε share z and σ, which cancels most of the noise's variance.
-        z, sigma = jnp.concatenate([z, z]), jnp.concatenate([sigma, sigma])
-        eps = jnp.concatenate([eps, -eps])
-        weight = (sigma / sigma_max) ** 2
-
-        noisy = jax.vmap(state.generator)(z) + sigma[:, None] * eps
-        target_score = jax.lax.stop_gradient(
-            self._noisy_target_score(key_score, noisy, jnp.ones_like(sigma), sigma)
-        )
-
-        def loss_fn(params):
-            generator, encoder = params
-            noisy = jax.vmap(generator)(z) + sigma[:, None] * eps
-            log_q = jax.vmap(encoder.log_prob, in_axes=(0, 0, 0, None))(z, noisy, sigma, sigma_max)
-            return jnp.mean(-weight * (log_q + jnp.sum(target_score * noisy, -1)))
-
-        loss, (gen_grads, enc_grads) = eqx.filter_value_and_grad(loss_fn)(
-            (state.generator, state.critic)
-        )
-        gen_updates, generator_opt_state = generator_opt.update(
-            gen_grads, state.generator_opt, eqx.filter(state.generator, eqx.is_array)
-        )
-        enc_updates, critic_opt_state = critic_opt.update(
-            enc_grads, state.critic_opt, eqx.filter(state.critic, eqx.is_array)
-        )
-        return state._replace(
-            generator=eqx.apply_updates(state.generator, gen_updates),
-            critic=eqx.apply_updates(state.critic, enc_updates),
-            generator_opt=generator_opt_state,
-            critic_opt=critic_opt_state,
-            step=state.step + 1,
-            rng_key=rng_key,
-        ), loss
-
     # ----------------------------------------------------------------------------- checkpoints
-    def save(self, path: str | Path, state: TrainState | None = None) -> None:
+    def save(self, path: str | Path, state: DiKLState | VarDiUState | None = None) -> None:
         """Write networks, optimiser states, step and PRNG key (equinox serialisation) after
         a one-line JSON header that identifies the target and the networks."""
         state = self._current_state(jax.random.PRNGKey(0)) if state is None else state
         self._write_checkpoint(_writable_checkpoint_path(path), state)
 
-    def _write_checkpoint(self, path: Path, state: TrainState) -> None:
+    def _write_checkpoint(self, path: Path, state: DiKLState | VarDiUState) -> None:
         tmp = path.with_suffix(path.suffix + ".tmp")
         with open(tmp, "wb") as file:
             file.write(json.dumps(self._identity).encode() + b"\n")
@@ -502,7 +645,7 @@ class DiffusiveSampler:
             raise ValueError(f"Checkpoint {path} is not a file.")
         self._commit(self._load_state(path))
 
-    def _load_state(self, path: Path) -> TrainState:
+    def _load_state(self, path: Path) -> DiKLState | VarDiUState:
         like = self._current_state(jax.random.PRNGKey(0))
         with open(path, "rb") as file:
             try:
@@ -566,19 +709,7 @@ def _check_count(name: str, value) -> None:
         raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
 
 
-def _optimizer(learning_rate, clip_norm: float):
-    # A constant rate becomes a schedule too, so the optimiser state (which then holds a step
-    # count) has one structure whatever the user passes, and checkpoints always load.
-    if not callable(learning_rate):
-        learning_rate = optax.constant_schedule(learning_rate)
-    # apply_if_finite skips a step whose gradients contain NaN/inf instead of poisoning weights.
-    return optax.apply_if_finite(
-        optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(learning_rate)),
-        max_consecutive_errors=100,
-    )
-
-
-def _update_average(state: TrainState, ema_decay: float) -> TrainState:
+def _update_average(state, ema_decay: float):
     decay = jnp.minimum(ema_decay, (1.0 + state.step) / (10.0 + state.step))
     averaged = jax.tree.map(
         lambda avg, new: decay * avg + (1 - decay) * new,
@@ -587,6 +718,11 @@ def _update_average(state: TrainState, ema_decay: float) -> TrainState:
     )
     static = eqx.filter(state.generator, eqx.is_array, inverse=True)
     return state._replace(averaged_generator=eqx.combine(averaged, static))
+
+
+@eqx.filter_jit
+def _mean_logdensity(logdensity_fn, x):
+    return jnp.mean(jax.vmap(logdensity_fn)(x))
 
 
 @eqx.filter_jit

@@ -131,6 +131,7 @@ def moment_matched_proposal(
     num_probes: int = 8,
     iso_variance: Array | None = None,
     noisy_score: bool = True,
+    curvature_diagonal: Array | None = None,
 ) -> GaussianProposal:
     """A Gaussian for p(x | x̃ = center) ∝ p(x) N(x; center, r² I), r = ``noise_scale``.
 
@@ -140,6 +141,9 @@ def moment_matched_proposal(
     approximation at the center, precision I/r² − ∇s and mean center + Σ s, which agrees with
     Tweedie's to second order in r and stays positive definite where the target is strongly
     curved (precision eigenvalues floored at 1/(4r²)).
+
+    ``"diag"`` estimates diag ∇s with ``num_probes`` Hutchinson probes, unless
+    ``curvature_diagonal`` gives it (e.g. a learnt one).
     """
     r2 = noise_scale**2
     score = score_fn(center)
@@ -165,7 +169,10 @@ def moment_matched_proposal(
     if covariance == "iso" and iso_variance is not None:
         variances = jnp.full(center.shape, iso_variance)
         return GaussianProposal(mean_for(variances), jnp.sqrt(variances))
-    diagonal = hutchinson_diagonal(rng_key, score_fn, center, num_probes)
+    if covariance == "diag" and curvature_diagonal is not None:
+        diagonal = curvature_diagonal
+    else:
+        diagonal = hutchinson_diagonal(rng_key, score_fn, center, num_probes)
     if covariance == "iso":
         diagonal = jnp.full(center.shape, jnp.mean(diagonal))
     elif covariance != "diag":

@@ -23,41 +23,78 @@ from typing import NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import optax
 from numpyro.infer.initialization import init_to_uniform
 from tqdm.auto import tqdm
 
 from ppl_diffusion.inference.denoising import moment_matched_proposal
 from ppl_diffusion.inference.kernel import AdaptiveKernel
+from ppl_diffusion.inference.optim import make_optimizer
 
 Array = jax.Array
 
-COVARIANCES = ("full", "diag", "iso")
-ENVELOPE_WIDTH = 5.0
-"""The energy's Gaussian envelope is this many times the data's overall spread."""
+COVARIANCES = ("full", "diag", "ocm", "iso")
 
 
 # ------------------------------------------------------------------------------ noisy energy
-class EnergyMLP(eqx.Module):
-    """Energy f(x̃) = MLP(x̃) + ‖(x̃ − centre)/envelope‖²/2; its negative gradient is the score.
+def _outside(x, lower, upper):
+    """The nearest point of the box [lower, upper] and the offset of ``x`` from it."""
+    inside = jnp.clip(x, lower, upper)
+    return inside, x - inside
 
-    An MLP alone can keep decreasing away from the data, where DSM never sees a sample, and
-    chains then drift off to infinity. The fixed Gaussian envelope, much wider than the data,
-    keeps the model normalisable without shaping it where the data are.
+
+class EnergyMLP(eqx.Module):
+    """Energy f(x̃) = MLP(c) + ∇MLP(c)·(x̃ − c) + ‖x̃ − c‖²/(2τ²), c = clip(x̃) into the box
+    [lower, upper]; its negative gradient is the score.
+
+    Inside the box this is the network. Outside it the network is continued to first order
+    (so the energy and score are continuous at the box) plus a Gaussian of scale τ in the
+    distance to the box. With the box around the data and τ = σ that is the decay of the
+    noisy data distribution itself, which falls like a Gaussian of scale σ (times the data's
+    own tail, which the network's slope at the box carries on). An MLP alone keeps whatever
+    slope it has where DSM never sees a sample, and chains drifted off to infinity; this
+    model is normalisable by construction, and from outside the box Tweedie's mean
+    x̃ + σ² s(x̃) of every outside coordinate is the box's face moved by σ² times the
+    network's slope there, however far out x̃ is: chains come straight back.
+    Without a box (the default) the energy is the bare MLP.
     """
 
     mlp: eqx.nn.MLP
-    centre: Array
-    envelope: Array
+    lower: Array
+    upper: Array
+    tail_scale: float = eqx.field(static=True)
 
-    def __init__(self, dim, width, depth, key, centre=None, envelope=None):
+    def __init__(self, dim, width, depth, key, lower=None, upper=None, tail_scale=1.0):
         self.mlp = eqx.nn.MLP(dim, "scalar", width, depth, activation=jax.nn.swish, key=key)
-        self.centre = jnp.zeros(dim) if centre is None else jnp.asarray(centre)
-        self.envelope = jnp.full(dim, 1e3) if envelope is None else jnp.asarray(envelope)
+        self.lower = jnp.full(dim, -jnp.inf) if lower is None else jnp.asarray(lower)
+        self.upper = jnp.full(dim, jnp.inf) if upper is None else jnp.asarray(upper)
+        self.tail_scale = float(tail_scale)
 
     def __call__(self, x):
-        centre, envelope = jax.lax.stop_gradient((self.centre, self.envelope))
-        return self.mlp(x) + 0.5 * jnp.sum(((x - centre) / envelope) ** 2)
+        inside, offset = _outside(x, *jax.lax.stop_gradient((self.lower, self.upper)))
+        value, slope_along_offset = jax.jvp(self.mlp, (inside,), (offset,))
+        return value + slope_along_offset + 0.5 * jnp.sum(offset**2) / self.tail_scale**2
+
+
+class CurvatureMLP(eqx.Module):
+    """h(x̃) ≈ diag ∇s(x̃), the diagonal of the noisy score's Jacobian, learnt by OCM.
+
+    Outside the energy's box ∇s is exactly −I/τ² in the coordinates that are outside; the
+    network answers only inside, where it was trained.
+    """
+
+    mlp: eqx.nn.MLP
+    lower: Array
+    upper: Array
+    tail_scale: float = eqx.field(static=True)
+
+    def __init__(self, energy: EnergyMLP, width, depth, key):
+        dim = energy.lower.shape[0]
+        self.mlp = eqx.nn.MLP(dim, dim, width, depth, activation=jax.nn.swish, key=key)
+        self.lower, self.upper, self.tail_scale = energy.lower, energy.upper, energy.tail_scale
+
+    def __call__(self, x):
+        inside, offset = _outside(x, *jax.lax.stop_gradient((self.lower, self.upper)))
+        return jnp.where(offset != 0, -1.0 / self.tail_scale**2, self.mlp(inside))
 
 
 class NoisyEnergyModel(NamedTuple):
@@ -65,6 +102,8 @@ class NoisyEnergyModel(NamedTuple):
     sigma: float
     iso_variance: float
     """σ² − σ⁴ E‖s(x̃)‖²/d over the noisy training data (the ``"iso"`` covariance)."""
+    curvature: CurvatureMLP | None = None
+    """The OCM network for the ``"ocm"`` covariance (:func:`fit_ocm_diagonal`)."""
 
     def logdensity(self, x):
         return -self.energy(x)
@@ -80,6 +119,31 @@ def _iso_variance(score_fn, noisy: Array, sigma: float) -> float:
     return float(jnp.maximum(variance, 1e-3 * sigma**2))
 
 
+def _dsm_loss(energy, clean, noise, sigma):
+    noisy = clean + sigma * noise
+    score = jax.vmap(jax.grad(lambda x: -energy(x)))(noisy)
+    return jnp.mean(jnp.sum((noisy + sigma**2 * score - clean) ** 2, -1)) / sigma**2
+
+
+@eqx.filter_jit
+def _dsm_step(energy, opt_state, key, data, sigma, batch_size, optimizer):
+    key_batch, key_noise = jax.random.split(key)
+    clean = data[jax.random.randint(key_batch, (batch_size,), 0, data.shape[0])]
+    noise = jax.random.normal(key_noise, clean.shape)
+    loss, grads = eqx.filter_value_and_grad(_dsm_loss)(energy, clean, noise, sigma)
+    updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(energy, eqx.is_array))
+    return eqx.apply_updates(energy, updates), opt_state, loss
+
+
+def _checked_data(data) -> Array:
+    data = jnp.asarray(data)
+    if data.ndim != 2 or data.shape[0] < 2:
+        raise ValueError(f"`data` must be an (n, d) array with n ≥ 2, got shape {data.shape}.")
+    if not bool(jnp.all(jnp.isfinite(data))):
+        raise ValueError("`data` contains non-finite values.")
+    return data
+
+
 def fit_noisy_energy(
     rng_key: Array,
     data: Array,
@@ -92,53 +156,89 @@ def fit_noisy_energy(
     progress_bar: bool = True,
 ) -> NoisyEnergyModel:
     """Fit p_σ(x̃) ∝ exp(−f(x̃)) to ``data`` (n, d) by DSM in Tweedie form
-    ‖x̃ + σ² s(x̃) − x‖², x̃ = x + σε."""
-    data = jnp.asarray(data)
-    if data.ndim != 2 or data.shape[0] < 2:
-        raise ValueError(f"`data` must be an (n, d) array with n ≥ 2, got shape {data.shape}.")
-    if not bool(jnp.all(jnp.isfinite(data))):
-        raise ValueError("`data` contains non-finite values.")
+    ‖x̃ + σ² s(x̃) − x‖², x̃ = x + σε. The energy is an :class:`EnergyMLP` on the data's
+    bounding box with Gaussian tails of scale σ outside it."""
+    data = _checked_data(data)
     if not sigma > 0:
         raise ValueError(f"`sigma` must be positive, got {sigma}.")
     key_init, key_train, key_iso = jax.random.split(rng_key, 3)
-    spread = jnp.sqrt(jnp.sum(data.var(0))) + sigma
     energy = EnergyMLP(
-        data.shape[1],
-        width,
-        depth,
-        key_init,
-        data.mean(0),
-        jnp.full(data.shape[1], ENVELOPE_WIDTH * spread),
+        data.shape[1], width, depth, key_init, data.min(0), data.max(0), tail_scale=sigma
     )
-    optimizer = optax.apply_if_finite(
-        optax.chain(optax.clip_by_global_norm(10.0), optax.adam(learning_rate)), 100
-    )
+    optimizer = make_optimizer(learning_rate)
     opt_state = optimizer.init(eqx.filter(energy, eqx.is_array))
-
-    def loss_fn(energy, clean, noise):
-        noisy = clean + sigma * noise
-        score = jax.vmap(jax.grad(lambda x: -energy(x)))(noisy)
-        return jnp.mean(jnp.sum((noisy + sigma**2 * score - clean) ** 2, -1)) / sigma**2
-
-    @eqx.filter_jit
-    def step(energy, opt_state, key):
-        key_batch, key_noise = jax.random.split(key)
-        index = jax.random.randint(key_batch, (batch_size,), 0, data.shape[0])
-        clean = data[index]
-        loss, grads = eqx.filter_value_and_grad(loss_fn)(
-            energy, clean, jax.random.normal(key_noise, clean.shape)
-        )
-        updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(energy, eqx.is_array))
-        return eqx.apply_updates(energy, updates), opt_state, loss
-
     bar = tqdm(range(num_steps), disable=not progress_bar, desc="fit noisy energy (DSM)")
     for i in bar:
-        energy, opt_state, loss = step(energy, opt_state, jax.random.fold_in(key_train, i))
+        energy, opt_state, loss = _dsm_step(
+            energy, opt_state, jax.random.fold_in(key_train, i), data, sigma, batch_size, optimizer
+        )
         if i % 100 == 0:
             bar.set_postfix(loss=f"{float(loss):.4g}")
     model = NoisyEnergyModel(energy, float(sigma), 0.0)
     noisy = data + sigma * jax.random.normal(key_iso, data.shape)
     return model._replace(iso_variance=_iso_variance(model.score, noisy[:5000], sigma))
+
+
+def _ocm_loss(curvature, energy, noisy, probes):
+    def score(x):
+        return -jax.grad(energy)(x)
+
+    targets = jax.vmap(lambda x, v: v * jax.jvp(score, (x,), (v,))[1])(noisy, probes)
+    return jnp.mean(jnp.sum((jax.vmap(curvature)(noisy) - targets) ** 2, -1))
+
+
+@eqx.filter_jit
+def _ocm_step(curvature, opt_state, key, energy, data, sigma, batch_size, optimizer):
+    key_batch, key_noise, key_probe = jax.random.split(key, 3)
+    clean = data[jax.random.randint(key_batch, (batch_size,), 0, data.shape[0])]
+    noisy = clean + sigma * jax.random.normal(key_noise, clean.shape)
+    probes = jax.random.rademacher(key_probe, clean.shape, dtype=clean.dtype)
+    loss, grads = eqx.filter_value_and_grad(_ocm_loss)(curvature, energy, noisy, probes)
+    updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(curvature, eqx.is_array))
+    return eqx.apply_updates(curvature, updates), opt_state, loss
+
+
+def fit_ocm_diagonal(
+    rng_key: Array,
+    model: NoisyEnergyModel,
+    data: Array,
+    num_steps: int = 5_000,
+    batch_size: int = 256,
+    learning_rate: float = 1e-3,
+    width: int = 256,
+    depth: int = 3,
+    progress_bar: bool = True,
+) -> NoisyEnergyModel:
+    """Learn diag ∇s(x̃) of a fitted noisy model by optimal covariance matching: regress a
+    network h(x̃) onto v ⊙ (∇s(x̃) v), Rademacher v, whose expectation over v is exactly
+    diag ∇s(x̃) (the off-diagonal terms average out), at noisy data points x̃ = x + σε.
+    Returns ``model`` with ``curvature`` set, for the ``"ocm"`` covariance
+    σ² I + σ⁴ diag h(x̃): one network call per pseudo-Gibbs step where Hutchinson's estimate
+    needs ``num_probes`` Jacobian-vector products."""
+    data = _checked_data(data)
+    if data.shape[1] != model.energy.lower.shape[0]:
+        raise ValueError(
+            f"`data` has {data.shape[1]} coordinates but the model {model.energy.lower.shape[0]}."
+        )
+    key_init, key_train = jax.random.split(rng_key)
+    curvature = CurvatureMLP(model.energy, width, depth, key_init)
+    optimizer = make_optimizer(learning_rate)
+    opt_state = optimizer.init(eqx.filter(curvature, eqx.is_array))
+    bar = tqdm(range(num_steps), disable=not progress_bar, desc="fit OCM diagonal")
+    for i in bar:
+        curvature, opt_state, loss = _ocm_step(
+            curvature,
+            opt_state,
+            jax.random.fold_in(key_train, i),
+            model.energy,
+            data,
+            model.sigma,
+            batch_size,
+            optimizer,
+        )
+        if i % 100 == 0:
+            bar.set_postfix(loss=f"{float(loss):.4g}")
+    return model._replace(curvature=curvature)
 
 
 # ------------------------------------------------------------------------------ the sampler
@@ -165,18 +265,32 @@ def pseudo_gibbs_step(
     covariance: str,
     num_probes: int = 8,
     iso_variance: float | None = None,
+    curvature_fn: Callable | None = None,
 ) -> Array:
-    """x̃ = x + σε, then x ~ N(x̃ + σ² s(x̃), σ² I + σ⁴ ∇s(x̃)) with the chosen covariance."""
+    """x̃ = x + σε, then x ~ N(x̃ + σ² s(x̃), σ² I + σ⁴ ∇s(x̃)) with the chosen covariance
+    (``"ocm"``: the diagonal of ∇s from ``curvature_fn``, see :func:`fit_ocm_diagonal`)."""
     key_noise, key_proposal, key_draw = jax.random.split(rng_key, 3)
     noisy = position + sigma * jax.random.normal(key_noise, position.shape)
+    learnt = curvature_fn(noisy) if covariance == "ocm" else None
     proposal = moment_matched_proposal(
-        key_proposal, noisy, sigma, score_fn, covariance, num_probes, iso_variance
+        key_proposal,
+        noisy,
+        sigma,
+        score_fn,
+        "diag" if covariance == "ocm" else covariance,
+        num_probes,
+        iso_variance,
+        curvature_diagonal=learnt,
     )
     return proposal.sample(key_draw)
 
 
 def build_kernel(
-    sigma: float, covariance: str, num_probes: int = 8, iso_variance: float | None = None
+    sigma: float,
+    covariance: str,
+    num_probes: int = 8,
+    iso_variance: float | None = None,
+    curvature_fn: Callable | None = None,
 ) -> Callable:
     """``kernel(rng_key, state, logdensity_fn) -> (state, PseudoGibbsInfo)`` where
     ``logdensity_fn`` is the noisy model's log density. A non-finite draw (a badly behaved
@@ -187,17 +301,29 @@ def build_kernel(
         raise ValueError(f"`sigma` must be a positive noise level, got {sigma}.")
     if covariance == "iso" and iso_variance is None:
         raise ValueError("`covariance='iso'` needs `iso_variance` (or a NoisyEnergyModel).")
+    if covariance == "ocm" and curvature_fn is None:
+        raise ValueError(
+            "`covariance='ocm'` needs the learnt diagonal: a NoisyEnergyModel from "
+            "`fit_ocm_diagonal` (or `curvature_fn`)."
+        )
     if isinstance(num_probes, bool) or int(num_probes) != num_probes or num_probes < 1:
         raise ValueError(f"`num_probes` must be a positive integer, got {num_probes}.")
 
     def kernel(rng_key, state: PseudoGibbsState, logdensity_fn):
         score_fn = jax.grad(logdensity_fn)
         position = pseudo_gibbs_step(
-            rng_key, state.position, score_fn, sigma, covariance, num_probes, iso_variance
+            rng_key,
+            state.position,
+            score_fn,
+            sigma,
+            covariance,
+            num_probes,
+            iso_variance,
+            curvature_fn,
         )
         finite = jnp.all(jnp.isfinite(position))
         dim = position.shape[-1]
-        curvature_cost = {"full": dim, "diag": num_probes, "iso": 0}[covariance]
+        curvature_cost = {"full": dim, "diag": num_probes, "ocm": 0, "iso": 0}[covariance]
         info = PseudoGibbsInfo(
             (~finite).astype(jnp.int32), jnp.array(1 + curvature_cost, jnp.int32)
         )
@@ -216,7 +342,9 @@ class PseudoGibbs(AdaptiveKernel):
 
     Args:
         sigma: the noise level the model was trained at.
-        covariance: ``"full"``, ``"diag"`` or ``"iso"``.
+        covariance: ``"full"``, ``"diag"`` (Hutchinson), ``"ocm"`` (the learnt diagonal of a
+            model from :func:`fit_ocm_diagonal`: one network call instead of ``num_probes``
+            Jacobian-vector products) or ``"iso"``.
         num_probes: Rademacher probes for the ``"diag"`` estimator.
         iso_variance: the ``"iso"`` variance; from the model when given a NoisyEnergyModel.
 
@@ -234,16 +362,18 @@ class PseudoGibbs(AdaptiveKernel):
         iso_variance: float | None = None,
         init_strategy: Callable = init_to_uniform,
     ):
+        curvature_fn = None
         if noisy_model is not None:
             if model is not None or potential_fn is not None:
                 raise ValueError("Give `noisy_model` alone, without `model`/`potential_fn`.")
             potential_fn = noisy_model.energy
             sigma = noisy_model.sigma if sigma is None else sigma
             iso_variance = noisy_model.iso_variance if iso_variance is None else iso_variance
+            curvature_fn = noisy_model.curvature
         super().__init__(
             model, potential_fn, init_strategy, adapt_step_size=False, adapt_metric=False
         )
-        self._kernel = build_kernel(sigma, covariance, num_probes, iso_variance)
+        self._kernel = build_kernel(sigma, covariance, num_probes, iso_variance, curvature_fn)
         self.sigma, self.covariance = float(sigma), covariance
         self.num_probes, self.iso_variance = int(num_probes), iso_variance
 
@@ -268,7 +398,9 @@ __all__ = [
     "PseudoGibbsInfo",
     "PseudoGibbsState",
     "build_kernel",
+    "CurvatureMLP",
     "fit_noisy_energy",
+    "fit_ocm_diagonal",
     "init",
     "pseudo_gibbs_step",
 ]
