@@ -43,7 +43,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from ppl_diffusion.inference.denoising import estimate_denoising_posterior, mixed_score
-from ppl_diffusion.inference.optim import make_optimizer
+from ppl_diffusion.inference.optim import apply_optimizer, make_optimizer
 from ppl_diffusion.parallel import chain_mesh
 from ppl_diffusion.target import make_target
 
@@ -180,11 +180,6 @@ def _latent_normal(key: Array, num: int, generator: Generator, rows: NamedShardi
     return jax.lax.with_sharding_constraint(z, rows)
 
 
-def _optimizer_step(optimizer, network, grads, opt_state):
-    updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(network, eqx.is_array))
-    return eqx.apply_updates(network, updates), opt_state
-
-
 @eqx.filter_jit
 def dikl_step(state: DiKLState, key: Array, config: DiKLConfig) -> tuple[DiKLState, dict]:
     """One DiKL step: ``score_steps`` denoising-score-matching steps of the score network on
@@ -235,7 +230,7 @@ def dikl_step(state: DiKLState, key: Array, config: DiKLConfig) -> tuple[DiKLSta
         return jnp.mean(jnp.sum(direction * noisy_theta, -1))
 
     loss, grads = eqx.filter_value_and_grad(generator_loss)(state.generator)
-    generator, generator_opt = _optimizer_step(
+    generator, generator_opt = apply_optimizer(
         config.generator_optimizer, state.generator, grads, state.generator_opt
     )
     state = state._replace(
@@ -282,10 +277,10 @@ def vardiu_step(state: VarDiUState, key: Array, config: VarDiUConfig) -> tuple[V
     loss, (generator_grads, encoder_grads) = eqx.filter_value_and_grad(loss_fn)(
         (state.generator, state.encoder)
     )
-    generator, generator_opt = _optimizer_step(
+    generator, generator_opt = apply_optimizer(
         config.generator_optimizer, state.generator, generator_grads, state.generator_opt
     )
-    encoder, encoder_opt = _optimizer_step(
+    encoder, encoder_opt = apply_optimizer(
         config.encoder_optimizer, state.encoder, encoder_grads, state.encoder_opt
     )
     state = state._replace(

@@ -24,11 +24,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from numpyro.infer.initialization import init_to_uniform
-from tqdm.auto import tqdm
 
 from ppl_diffusion.inference.denoising import moment_matched_proposal
 from ppl_diffusion.inference.kernel import AdaptiveKernel
-from ppl_diffusion.inference.optim import make_optimizer
+from ppl_diffusion.inference.optim import apply_optimizer, train
 
 Array = jax.Array
 
@@ -131,8 +130,7 @@ def _dsm_step(energy, opt_state, key, data, sigma, batch_size, optimizer):
     clean = data[jax.random.randint(key_batch, (batch_size,), 0, data.shape[0])]
     noise = jax.random.normal(key_noise, clean.shape)
     loss, grads = eqx.filter_value_and_grad(_dsm_loss)(energy, clean, noise, sigma)
-    updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(energy, eqx.is_array))
-    return eqx.apply_updates(energy, updates), opt_state, loss
+    return *apply_optimizer(optimizer, energy, grads, opt_state), loss
 
 
 def _checked_data(data) -> Array:
@@ -165,15 +163,18 @@ def fit_noisy_energy(
     energy = EnergyMLP(
         data.shape[1], width, depth, key_init, data.min(0), data.max(0), tail_scale=sigma
     )
-    optimizer = make_optimizer(learning_rate)
-    opt_state = optimizer.init(eqx.filter(energy, eqx.is_array))
-    bar = tqdm(range(num_steps), disable=not progress_bar, desc="fit noisy energy (DSM)")
-    for i in bar:
-        energy, opt_state, loss = _dsm_step(
-            energy, opt_state, jax.random.fold_in(key_train, i), data, sigma, batch_size, optimizer
-        )
-        if i % 100 == 0:
-            bar.set_postfix(loss=f"{float(loss):.4g}")
+    energy = train(
+        _dsm_step,
+        energy,
+        key_train,
+        num_steps,
+        learning_rate,
+        "fit noisy energy (DSM)",
+        progress_bar,
+        data,
+        sigma,
+        batch_size,
+    )
     model = NoisyEnergyModel(energy, float(sigma), 0.0)
     noisy = data + sigma * jax.random.normal(key_iso, data.shape)
     return model._replace(iso_variance=_iso_variance(model.score, noisy[:5000], sigma))
@@ -194,8 +195,7 @@ def _ocm_step(curvature, opt_state, key, energy, data, sigma, batch_size, optimi
     noisy = clean + sigma * jax.random.normal(key_noise, clean.shape)
     probes = jax.random.rademacher(key_probe, clean.shape, dtype=clean.dtype)
     loss, grads = eqx.filter_value_and_grad(_ocm_loss)(curvature, energy, noisy, probes)
-    updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(curvature, eqx.is_array))
-    return eqx.apply_updates(curvature, updates), opt_state, loss
+    return *apply_optimizer(optimizer, curvature, grads, opt_state), loss
 
 
 def fit_ocm_diagonal(
@@ -222,22 +222,19 @@ def fit_ocm_diagonal(
         )
     key_init, key_train = jax.random.split(rng_key)
     curvature = CurvatureMLP(model.energy, width, depth, key_init)
-    optimizer = make_optimizer(learning_rate)
-    opt_state = optimizer.init(eqx.filter(curvature, eqx.is_array))
-    bar = tqdm(range(num_steps), disable=not progress_bar, desc="fit OCM diagonal")
-    for i in bar:
-        curvature, opt_state, loss = _ocm_step(
-            curvature,
-            opt_state,
-            jax.random.fold_in(key_train, i),
-            model.energy,
-            data,
-            model.sigma,
-            batch_size,
-            optimizer,
-        )
-        if i % 100 == 0:
-            bar.set_postfix(loss=f"{float(loss):.4g}")
+    curvature = train(
+        _ocm_step,
+        curvature,
+        key_train,
+        num_steps,
+        learning_rate,
+        "fit OCM diagonal",
+        progress_bar,
+        model.energy,
+        data,
+        model.sigma,
+        batch_size,
+    )
     return model._replace(curvature=curvature)
 
 
