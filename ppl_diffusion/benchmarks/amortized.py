@@ -119,33 +119,27 @@ SHORT_WARMUPS = (50, 150)
 """Warmup lengths at which DiGS runs from default and from generator starts."""
 
 
-def _timed_mcmc(kernel, case: AmortizedCase, key) -> tuple[np.ndarray, float]:
-    """Flat draws and post-warmup draws per second, compilation excluded."""
-    mcmc = MCMC(
+def _mcmc(kernel, case: AmortizedCase, num_warmup: int) -> MCMC:
+    return MCMC(
         kernel,
-        num_warmup=MCMC_WARMUP,
-        num_samples=case.num_mcmc_draws,
-        num_chains=case.num_chains,
-        chain_method="vectorized",
-        progress_bar=False,
-    )
-    seconds = time_compiled_run(mcmc, key)
-    draws = np.asarray(mcmc.get_samples()["x"])
-    return draws.reshape(-1, draws.shape[-1]), case.num_chains * case.num_mcmc_draws / seconds
-
-
-def _digs_draws(builtin, case: AmortizedCase, key, num_warmup: int, init_params=None):
-    mcmc = MCMC(
-        DiGS(builtin.model),
         num_warmup=num_warmup,
         num_samples=case.num_mcmc_draws,
         num_chains=case.num_chains,
         chain_method="vectorized",
         progress_bar=False,
     )
-    mcmc.run(key, init_params=init_params)
+
+
+def _flat_draws(mcmc: MCMC) -> np.ndarray:
     draws = np.asarray(mcmc.get_samples()["x"])
     return draws.reshape(-1, draws.shape[-1])
+
+
+def _timed_mcmc(kernel, case: AmortizedCase, key) -> tuple[np.ndarray, float]:
+    """Flat draws and post-warmup draws per second, compilation excluded."""
+    mcmc = _mcmc(kernel, case, MCMC_WARMUP)
+    seconds = time_compiled_run(mcmc, key)
+    return _flat_draws(mcmc), case.num_chains * case.num_mcmc_draws / seconds
 
 
 def generator_started_digs(sampler, builtin, case: AmortizedCase, reference, key) -> dict:
@@ -161,8 +155,11 @@ def generator_started_digs(sampler, builtin, case: AmortizedCase, reference, key
             ("default start", None, key_default),
             ("generator start", starts, key_generator),
         ):
-            draws = _digs_draws(builtin, case, run_key, num_warmup, init_params)
-            rows[f"DiGS, {num_warmup} warmup, {label}"] = quality(draws, reference, builtin)
+            mcmc = _mcmc(DiGS(builtin.model), case, num_warmup)
+            mcmc.run(run_key, init_params=init_params)
+            rows[f"DiGS, {num_warmup} warmup, {label}"] = quality(
+                _flat_draws(mcmc), reference, builtin
+            )
     return rows
 
 

@@ -84,9 +84,10 @@ def run_noisy_score_benchmark(
     num_levels = schedule.alphas.shape[0]
     picked = np.unique(np.linspace(0, num_levels - 1, 3 if quick else 8).round().astype(int))
     num_points, num_repeats = (16, 4) if quick else (128, 16)
+    # Every setting sees the same points and repeats' keys.
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(picked))
     results = {}
     for name, sampler in samplers.items():
-        keys = jax.random.split(jax.random.PRNGKey(seed), len(picked))
         results[name] = [
             {"level": int(level)}
             | level_errors(

@@ -21,7 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 from blackjax.mcmc import mala
 
-from ppl_diffusion.benchmarks.report import format_mean_sd, format_table, new_figure, write_report
+from ppl_diffusion.benchmarks.report import (
+    aggregate_seeds,
+    format_mean_sd,
+    format_table,
+    new_figure,
+    write_report,
+)
 from ppl_diffusion.diagnostics import default_bandwidths, mmd
 from ppl_diffusion.inference.denoising import hutchinson_diagonal, run_mala
 from ppl_diffusion.inference.pseudo_gibbs import (
@@ -209,11 +215,15 @@ def high_dimensional_throughput(
     }
 
 
+def toy_chains_and_steps(quick: bool) -> tuple[int, int]:
+    return (500, 100) if quick else (2000, 200)
+
+
 def run_toy(toy: str, seed: int, quick: bool) -> tuple[dict, dict]:
     """One toy and seed: the results row and the draws to plot."""
     num_train, width, depth = (800, 64, 2) if quick else (10_000, 400, 4)
     num_ocm_train = 800 if quick else 3000
-    num_chains, num_steps = (500, 100) if quick else (2000, 200)
+    num_chains, num_steps = toy_chains_and_steps(quick)
     keys = jax.random.split(jax.random.PRNGKey(seed), 9)
     data = make_toy(toy, keys[0], NUM_DATA)
     test = make_toy(toy, keys[1], num_chains)
@@ -318,25 +328,19 @@ def run_pseudo_gibbs_benchmarks(
             if s == 0:
                 samples_for_plot[toy] = draws
 
-    def mean_sd(values):
-        return {"mean": float(np.mean(values)), "sd": float(np.std(values))}
-
-    results = {
-        toy: {
-            "mmd": {name: mean_sd([row["mmd"][name] for row in rows]) for name in rows[0]["mmd"]},
-            "diagonal_relative_rmse": {
-                name: mean_sd([row["diagonal_relative_rmse"][name] for row in rows])
-                for name in rows[0]["diagonal_relative_rmse"]
-            },
-            "return_from_afar": mean_sd([row["return_from_afar"] for row in rows]),
+    results = {}
+    for toy, rows in per_toy.items():
+        ratios = [row["return_from_afar"] for row in rows]
+        results[toy] = aggregate_seeds(
+            [{k: row[k] for k in ("mmd", "diagonal_relative_rmse")} for row in rows]
+        ) | {
+            "return_from_afar": {"mean": float(np.mean(ratios)), "sd": float(np.std(ratios))},
             "full_beats_iso": sum(
                 row["mmd"]["pseudo-Gibbs full"] < row["mmd"]["pseudo-Gibbs iso"] for row in rows
             ),
             "per_seed": rows,
         }
-        for toy, rows in per_toy.items()
-    }
-    num_chains, num_steps = (500, 100) if quick else (2000, 200)
+    num_chains, num_steps = toy_chains_and_steps(quick)
     header = ["method", "evaluations per step"] + list(toys)
     names = list(METHODS) + ["clean data (2nd set)"]
     rows = [
