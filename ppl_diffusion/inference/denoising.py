@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from blackjax.mcmc import mala
 
 Array = jax.Array
@@ -182,9 +183,9 @@ def moment_matched_proposal(
 
 
 class EqualMixtureProposal(NamedTuple):
-    """An equal-weight mixture of Gaussian proposals."""
+    """An equal-weight mixture of proposals."""
 
-    components: tuple[GaussianProposal, ...]
+    components: tuple
 
     def sample(self, rng_key: Array) -> Array:
         key_choice, key_draw = jax.random.split(rng_key)
@@ -203,6 +204,130 @@ class EqualMixtureProposal(NamedTuple):
         return jax.scipy.special.logsumexp(log_probs) - jnp.log(len(self.components))
 
 
+class Anchors(NamedTuple):
+    """Points the chains have visited (one per row), which rows hold one, and the kernel
+    widths of the mixture over them (see :func:`anchor_bandwidths`)."""
+
+    points: Array
+    valid: Array
+    joint_bandwidth: Array
+    """One width for every coordinate of the joint mixture."""
+    coordinate_bandwidth: Array
+    """A width per coordinate for the per-coordinate mixtures."""
+
+
+ANCHOR_BANDWIDTHS = tuple(np.geomspace(0.01, 1.0, 15))
+"""Kernel widths the leave-one-out choice picks from, in the coordinates' own units (in DiGS,
+the metric's standard deviations)."""
+
+
+def anchor_bandwidths(points: Array, valid: Array) -> tuple[Array, Array]:
+    """Kernel widths for a mixture of Gaussians centred on ``points``, by leave-one-out
+    likelihood over :data:`ANCHOR_BANDWIDTHS`: one shared by all coordinates of the joint
+    mixture, and one per coordinate for the per-coordinate mixtures. The width follows the
+    spread of the points around their nearest neighbours, so it is the width of the modes they
+    sit in even when the metric spans several modes. With fewer than two valid points, 1."""
+    widths = jnp.asarray(ANCHOR_BANDWIDTHS, points.dtype)
+    num_points = points.shape[0]
+    pairs = valid[:, None] & valid[None, :] & ~jnp.eye(num_points, dtype=bool)
+    squared = (points[:, None, :] - points[None, :, :]) ** 2
+
+    def leave_one_out(log_kernel):
+        """Σ_j log Σ_{c≠j} kernel(a_j, a_c) over valid points, for kernels over axis 1."""
+        masked = jnp.where(
+            pairs.reshape(pairs.shape + (1,) * (log_kernel.ndim - 2)), log_kernel, -jnp.inf
+        )
+        per_point = jax.scipy.special.logsumexp(masked, axis=1)
+        return jnp.sum(
+            jnp.where(valid.reshape((-1,) + (1,) * (per_point.ndim - 1)), per_point, 0.0), axis=0
+        )
+
+    def joint_score(width):
+        return leave_one_out(-0.5 * squared.sum(-1) / width**2 - points.shape[-1] * jnp.log(width))
+
+    def coordinate_score(width):
+        return leave_one_out(-0.5 * squared / width**2 - jnp.log(width))
+
+    joint = widths[jnp.argmax(jax.vmap(joint_score)(widths))]
+    per_coordinate = widths[jnp.argmax(jax.vmap(coordinate_score)(widths), axis=0)]
+    enough = jnp.sum(valid) >= 2
+    return jnp.where(enough, joint, 1.0), jnp.where(enough, per_coordinate, 1.0)
+
+
+class AnchorMixtureProposal(NamedTuple):
+    """The exact p(x | x̃) under a prior that is an equal mixture of Gaussians centred on
+    anchors: a Gaussian mixture whose component c has mean ``means[c]``, standard deviation
+    ``stddev`` and log weight ``log_weights[c]`` (normalised over c).
+
+    ``per_coordinate`` mixes every coordinate separately (the prior is then the product of
+    the anchors' per-coordinate mixtures, and ``log_weights`` has one column per coordinate):
+    it proposes combinations the chains never visited together, such as the other sign of one
+    parameter out of ten, or a relabeling of mixture components.
+    """
+
+    means: Array
+    stddev: Array
+    log_weights: Array
+    per_coordinate: bool
+
+    def sample(self, rng_key: Array) -> Array:
+        key_choice, key_noise = jax.random.split(rng_key)
+        dim = self.means.shape[-1]
+        if self.per_coordinate:
+            chosen = jax.random.categorical(key_choice, self.log_weights, axis=0)
+            mean = jnp.take_along_axis(self.means, chosen[None], axis=0)[0]
+        else:
+            mean = self.means[jax.random.categorical(key_choice, self.log_weights)]
+        return mean + self.stddev * jax.random.normal(key_noise, (dim,))
+
+    def log_prob(self, x: Array, block: Array | None = None) -> Array:
+        per_coordinate = (
+            -0.5 * ((x - self.means) / self.stddev) ** 2
+            - jnp.log(self.stddev)
+            - 0.5 * jnp.log(2 * jnp.pi)
+        )
+        if block is not None:
+            per_coordinate = jnp.where(block, per_coordinate, 0.0)
+        logsumexp = jax.scipy.special.logsumexp
+        if self.per_coordinate:
+            return jnp.sum(logsumexp(self.log_weights + per_coordinate, axis=0))
+        return logsumexp(self.log_weights + per_coordinate.sum(-1))
+
+
+def anchor_mixture_proposals(
+    center: Array, scale: Array, anchors: Anchors, block: Array | None = None
+) -> tuple[AnchorMixtureProposal, AnchorMixtureProposal]:
+    """The joint and the per-coordinate :class:`AnchorMixtureProposal` for
+    p(x | x̃) ∝ p(x) N(x; center, scale² I).
+
+    Under the prior N(a_c, h² I), component c of the posterior has mean
+    (a_c scale² + center h²) / (h² + scale²), variance h² scale² / (h² + scale²), and weight
+    ∝ N(center; a_c, (h² + scale²) I), counted over the ``block`` coordinates only when one is
+    given (the proposal then moves only those). Rows of ``anchors`` not ``valid`` get weight 0;
+    at least one must be valid.
+    """
+
+    def posterior(bandwidth, per_coordinate):
+        variance = bandwidth**2 + scale**2
+        points = jnp.where(anchors.valid[:, None], anchors.points, 0.0)
+        means = (points * scale**2 + center * bandwidth**2) / variance
+        stddev = bandwidth * scale / jnp.sqrt(variance)
+        log_likelihood = -0.5 * (center - points) ** 2 / variance
+        if block is not None:
+            log_likelihood = jnp.where(block, log_likelihood, 0.0)
+        log_likelihood = jnp.where(anchors.valid[:, None], log_likelihood, -jnp.inf)
+        if per_coordinate:
+            log_weights = jax.nn.log_softmax(log_likelihood, axis=0)
+        else:
+            log_weights = jax.nn.log_softmax(log_likelihood.sum(-1))
+        return AnchorMixtureProposal(means, stddev, log_weights, per_coordinate)
+
+    return (
+        posterior(anchors.joint_bandwidth, per_coordinate=False),
+        posterior(anchors.coordinate_bandwidth, per_coordinate=True),
+    )
+
+
 def jump_proposal(
     rng_key: Array,
     center: Array,
@@ -210,6 +335,8 @@ def jump_proposal(
     logdensity_fn: Callable,
     proposal: str,
     num_probes: int = 8,
+    anchors: Anchors | None = None,
+    block: Array | None = None,
 ) -> GaussianProposal | EqualMixtureProposal:
     """A proposal for p(x | x̃) ∝ p(x) N(x; center, scale² I), center = x̃/α, scale = σ/α.
 
@@ -218,10 +345,16 @@ def jump_proposal(
     - ``"gaussian"``: the exact posterior under a N(0, I) prior, i.e. under the Gaussian fitted
       in warmup once the coordinates are whitened: N(center/(1 + scale²), scale²/(1 + scale²)).
       Exact for a Gaussian target at any noise and dimension.
-    - ``"mixed"``: half of each, which keeps both strengths.
+    - ``"mixed"``: an equal mixture of those two and, with ``anchors`` (points the chains
+      visited in warmup, whitened), the two :func:`anchor_mixture_proposals`, which jump
+      straight to modes the chains have seen and to per-coordinate combinations of them.
+      Without anchors, half independent and half Gaussian.
     - ``"full"`` / ``"diag"`` / ``"iso"``: the Laplace approximation at the center from the
       target's score and its (Hutchinson-estimated) curvature; see
       :func:`moment_matched_proposal`.
+
+    ``block`` (diagonal proposals only) is the mask of the coordinates that will move; only
+    the anchor mixtures' weights depend on it.
     """
     flat_prior = GaussianProposal(center, jnp.full(center.shape, scale))
     shrink = 1.0 / (1.0 + scale**2)
@@ -233,7 +366,10 @@ def jump_proposal(
     if proposal == "gaussian":
         return gaussian_prior
     if proposal == "mixed":
-        return EqualMixtureProposal((flat_prior, gaussian_prior))
+        if anchors is None:
+            return EqualMixtureProposal((flat_prior, gaussian_prior))
+        joint, per_coordinate = anchor_mixture_proposals(center, scale, anchors, block)
+        return EqualMixtureProposal((flat_prior, gaussian_prior, joint, per_coordinate))
     return moment_matched_proposal(
         rng_key, center, scale, jax.grad(logdensity_fn), proposal, num_probes, noisy_score=False
     )
@@ -251,6 +387,7 @@ def sample_denoising_posterior(
     proposal: str = "mixed",
     num_probes: int = 8,
     block: Array | None = None,
+    anchors: Anchors | None = None,
 ) -> tuple[PointState, DenoisingInfo]:
     """One p(x | x̃)-invariant move from ``point``: a Metropolis–Hastings jump from
     :func:`jump_proposal`, then ``num_mala_steps`` MALA steps.
@@ -259,13 +396,15 @@ def sample_denoising_posterior(
     min(1, π(x')q(x) / (π(x)q(x'))) where π(x) = p(x) N(x; x̃/α, σ²/α² I).
     With a ``block`` mask only those coordinates were noised and only they jump: the move is
     then exact for p(x | x̃_B), Gibbs on the block with the rest held fixed (diagonal
-    proposals only).
+    proposals only). ``anchors`` feed the ``"mixed"`` proposal (see :func:`jump_proposal`).
     ``point`` carries log p and its gradient (not the posterior's) so that callers can chain
     moves at different noise levels without re-evaluating the target.
     """
     key_build, key_proposal, key_accept, key_mala = jax.random.split(rng_key, 4)
     center, scale = noisy / alpha, sigma / alpha
-    jump = jump_proposal(key_build, center, scale, logdensity_fn, proposal, num_probes)
+    jump = jump_proposal(
+        key_build, center, scale, logdensity_fn, proposal, num_probes, anchors, block
+    )
     candidate = jump.sample(key_proposal)
     if block is not None:
         candidate = jnp.where(block, candidate, point.position)

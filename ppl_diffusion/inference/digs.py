@@ -30,7 +30,9 @@ from numpyro.infer.initialization import init_to_uniform
 
 from ppl_diffusion.inference.denoising import (
     PROPOSALS,
+    Anchors,
     PointState,
+    anchor_bandwidths,
     init_point,
     sample_denoising_posterior,
 )
@@ -45,6 +47,7 @@ Array = jax.Array
 
 __all__ = [
     "LOCAL_MOVES",
+    "NUM_ANCHORS",
     "NoiseSchedule",
     "noise_schedule",
     "vp_schedule",
@@ -181,12 +184,24 @@ def levels(schedule: NoiseSchedule) -> Levels:
     return Levels(schedule.alphas, schedule.sigmas, jnp.ones(schedule.num_levels, bool))
 
 
+NUM_ANCHORS = 10
+"""Positions each chain keeps from warmup for the ``"mixed"`` jump proposal: one every
+``num_warmup / 20`` iterations, so at the end of warmup they span its second half."""
+
+
 class LadderStatistics(NamedTuple):
     jump_accept_total: Array
     """Per level, summed jump acceptance over the second half of warmup."""
     num_iterations: Array
     radius: Array
     """Largest whitened distance from the metric's mean in the current slow window."""
+    anchors: Array
+    """This chain's latest :data:`NUM_ANCHORS` recorded positions (target coordinates)."""
+    anchor_recorded: Array
+    """Which rows of ``anchors`` hold a position yet."""
+    anchor_bandwidths: tuple[Array, Array]
+    """The widths of the anchor mixtures over every pooled chain's anchors (whitened), from
+    :func:`~ppl_diffusion.inference.denoising.anchor_bandwidths` at the latest recording."""
 
 
 class DiGSInfo(NamedTuple):
@@ -231,9 +246,10 @@ def build_kernel(
 ) -> Callable:
     """A DiGS iteration: a sweep over the active noise levels, then the local move.
 
-    Returns ``kernel(rng_key, state, logdensity_fn, step_sizes, levels) -> (state, DiGSInfo)``
-    where ``levels`` is a :class:`Levels` (see :func:`levels`) and ``step_sizes`` holds one
-    MALA step size per level and, last, the NUTS step size.
+    Returns ``kernel(rng_key, state, logdensity_fn, step_sizes, levels, anchors=None) ->
+    (state, DiGSInfo)`` where ``levels`` is a :class:`Levels` (see :func:`levels`),
+    ``step_sizes`` holds one MALA step size per level and, last, the NUTS step size, and
+    ``anchors`` (points visited in warmup) feed the ``"mixed"`` jump proposal.
 
     With ``block_size`` set, each level noises and jumps every coordinate in half of the
     sweeps and only ``block_size`` coordinates chosen at random in the other half (Gibbs on
@@ -265,7 +281,14 @@ def build_kernel(
     num_mala_steps, num_probes = int(num_mala_steps), int(num_probes)
     nuts_step = nuts.build_kernel()
 
-    def kernel(rng_key, state: PointState, logdensity_fn, step_sizes, levels: Levels):
+    def kernel(
+        rng_key,
+        state: PointState,
+        logdensity_fn,
+        step_sizes,
+        levels: Levels,
+        anchors: Anchors | None = None,
+    ):
         key_levels, key_local = jax.random.split(rng_key)
 
         def random_block(key, dim):
@@ -295,6 +318,7 @@ def build_kernel(
                     proposal,
                     num_probes,
                     block,
+                    anchors,
                 )
 
             def skip(point):
@@ -362,7 +386,9 @@ class DiGS(AdaptiveKernel):
             the levels are the only move and all stay on).
         num_levels: levels of the warmup-chosen ladder (ignored with ``schedule``).
         proposal: the jump proposal of each level (see
-            :func:`~ppl_diffusion.inference.denoising.jump_proposal`): ``"mixed"`` (default),
+            :func:`~ppl_diffusion.inference.denoising.jump_proposal`): ``"mixed"`` (default:
+            flat, Gaussian and two anchor mixtures over :data:`NUM_ANCHORS` positions per
+            chain recorded over the second half of warmup, pooled over vectorized chains),
             ``"independent"``, ``"gaussian"``, or the moment-matched ``"full"``, ``"diag"``,
             ``"iso"``.
         num_mala_steps: MALA steps on p(x | x̃) after each level's jump (default 0: the NUTS
@@ -442,7 +468,8 @@ class DiGS(AdaptiveKernel):
         return init(position, logdensity_fn)
 
     def core_step(self, rng_key, core_state, logdensity_fn, step_sizes, parameters):
-        return self._kernel(rng_key, core_state, logdensity_fn, step_sizes, parameters)
+        levels, anchors = parameters
+        return self._kernel(rng_key, core_state, logdensity_fn, step_sizes, levels, anchors)
 
     def initial_tuning(self, dim, dtype):
         num_levels = self.schedule.num_levels
@@ -451,15 +478,30 @@ class DiGS(AdaptiveKernel):
             alphas=parameters.alphas.astype(dtype), sigmas=parameters.sigmas.astype(dtype)
         )
         statistics = LadderStatistics(
-            jnp.zeros(num_levels, dtype), jnp.array(0), jnp.array(0, dtype)
+            jnp.zeros(num_levels, dtype),
+            jnp.array(0),
+            jnp.array(0, dtype),
+            jnp.zeros((NUM_ANCHORS, dim), dtype),
+            jnp.zeros(NUM_ANCHORS, bool),
+            (jnp.ones((), dtype), jnp.ones(dim, dtype)),
         )
         return parameters, statistics
 
-    def tune(self, parameters, statistics, info, whitened_position, phase, pool):
+    def tune(self, parameters, statistics, info, position, whitening, phase, pool):
         radius = jnp.where(
             phase.collecting,
-            jnp.maximum(statistics.radius, jnp.linalg.norm(whitened_position)),
+            jnp.maximum(statistics.radius, jnp.linalg.norm(whitening.to_white(position))),
             statistics.radius,
+        )
+        interval = max(1, phase.num_warmup // (2 * NUM_ANCHORS))
+        record = (phase.iteration + 1) % interval == 0
+        slot = (phase.iteration // interval) % NUM_ANCHORS
+        anchors = jnp.where(record, statistics.anchors.at[slot].set(position), statistics.anchors)
+        recorded = statistics.anchor_recorded | (record & (jnp.arange(NUM_ANCHORS) == slot))
+        bandwidths = jax.lax.cond(
+            pool.agreed(record),
+            lambda: anchor_bandwidths(*self._pooled_anchors(anchors, recorded, whitening, pool)),
+            lambda: statistics.anchor_bandwidths,
         )
         if self.adaptive_ladder:
             sigma_max = jnp.clip(pool.pool_max(radius), *SIGMA_MAX_LIMITS)
@@ -479,7 +521,27 @@ class DiGS(AdaptiveKernel):
             # Without a local move the levels are the only move: switching them all off
             # would freeze the chain, so they stay on.
             parameters = parameters._replace(active=jnp.where(last, useful, parameters.active))
-        return parameters, LadderStatistics(total, count, radius)
+        statistics = LadderStatistics(total, count, radius, anchors, recorded, bandwidths)
+        return parameters, statistics
+
+    @staticmethod
+    def _pooled_anchors(anchors, recorded, whitening, pool):
+        """Every pooled chain's anchors, whitened; until one is recorded, the metric's mean
+        stands in, so the anchor mixture is never empty."""
+        points = whitening.to_white(pool.gather(anchors).reshape(-1, anchors.shape[-1]))
+        recorded = pool.gather(recorded).reshape(-1)
+        points = jnp.concatenate([jnp.zeros_like(points[:1]), points])
+        return points, jnp.concatenate([~jnp.any(recorded, keepdims=True), recorded])
+
+    def step_parameters(self, warmup, pool):
+        levels = pool.agreed(warmup.parameters)
+        if self.proposal != "mixed":
+            return levels, None
+        statistics = warmup.statistics
+        points, valid = self._pooled_anchors(
+            statistics.anchors, statistics.anchor_recorded, warmup.whitening, pool
+        )
+        return levels, Anchors(points, valid, *statistics.anchor_bandwidths)
 
     def initial_step_sizes(self, dtype):
         # p(x | x̃) is no wider than σ/α, so a MALA step starts below that.

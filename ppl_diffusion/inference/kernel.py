@@ -20,6 +20,7 @@ The template owns everything the kernels would otherwise repeat:
 
 from __future__ import annotations
 
+import copy
 import warnings
 from abc import abstractmethod
 from collections.abc import Callable
@@ -186,6 +187,17 @@ class WarmupAdaptation:
         """The maximum over chains when they are pooled, else ``value``."""
         return jax.lax.pmax(value, CHAIN_AXIS) if self.pooled else value
 
+    def gather(self, value: Array) -> Array:
+        """Every pooled chain's ``value``, stacked on a new leading axis (just this chain's
+        when not pooled)."""
+        return jax.lax.all_gather(value, CHAIN_AXIS) if self.pooled else value[None]
+
+    def alone(self) -> WarmupAdaptation:
+        """This adaptation as one chain sees it with no other chains to pool with."""
+        alone = copy.copy(self)
+        alone.pooled = False
+        return alone
+
     def agreed(self, tree):
         """Values every pooled chain holds alike, as one unbatched value: a ``cond`` on them
         then really skips its other branch instead of computing both for the batch."""
@@ -207,12 +219,7 @@ class WarmupAdaptation:
         index = jnp.minimum(iteration, self.num_warmup)
         phase = WarmupPhase(iteration, self.num_warmup, self._slow[index], self._window_end[index])
         parameters, statistics = tune(
-            state.parameters,
-            state.statistics,
-            info,
-            state.whitening.to_white(position),
-            phase,
-            self,
+            state.parameters, state.statistics, info, position, state.whitening, phase, self
         )
         da_init, da_update, da_final = (jax.vmap(f) for f in self._da)
         dual_averaging = da_update(state.dual_averaging, acceptance + self._target_offset)
@@ -463,10 +470,26 @@ class AdaptiveKernel(MCMCKernel):
         metric; none by default."""
         return (), ()
 
-    def tune(self, parameters, statistics, info, whitened_position, phase: WarmupPhase, pool):
-        """``(parameters, statistics)`` after a warmup iteration. ``pool`` has ``pool_mean``
-        and ``pool_max`` over chains. Parameters must end equal across pooled chains."""
+    def tune(
+        self,
+        parameters,
+        statistics,
+        info,
+        position: Array,
+        whitening: Whitening,
+        phase: WarmupPhase,
+        pool: WarmupAdaptation,
+    ):
+        """``(parameters, statistics)`` after a warmup iteration that ended at ``position``
+        (target coordinates; ``whitening`` is the metric it ran in). ``pool`` has
+        ``pool_mean``, ``pool_max`` and ``gather`` over chains. Parameters must end equal
+        across pooled chains."""
         return parameters, statistics
+
+    def step_parameters(self, warmup: WarmupState, pool: WarmupAdaptation):
+        """What :meth:`core_step` gets as ``parameters``: by default the tuned parameters,
+        as one value that every pooled chain holds alike."""
+        return pool.agreed(warmup.parameters)
 
     # ----------------------------------------------------------------------------- template
     def init(self, rng_key, num_warmup, init_params, model_args, model_kwargs):
@@ -510,10 +533,9 @@ class AdaptiveKernel(MCMCKernel):
         core = self.core_init(warmup.whitening.to_white(position), logdensity_fn)
         # The info of a transition not yet taken: zeros of the right shapes, so the state's
         # structure (and NumPyro's extra fields) is the same before and after the first step.
+        parameters = self.step_parameters(warmup, self._warmup.alone())
         info_shape = jax.eval_shape(
-            lambda: self.core_step(
-                rng_key, core, logdensity_fn, warmup.step_size, warmup.parameters
-            )[1]
+            lambda: self.core_step(rng_key, core, logdensity_fn, warmup.step_size, parameters)[1]
         )
         info = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), info_shape)
         core = warmup.whitening.map_state(core, to_white=False)
@@ -538,7 +560,7 @@ class AdaptiveKernel(MCMCKernel):
             core,
             whitening.logdensity(logdensity_fn),
             state.step_size,
-            self._warmup.agreed(state.warmup.parameters),
+            self.step_parameters(state.warmup, self._warmup),
         )
         core = whitening.map_state(core, to_white=False)
         position = self.returned_position(core)
