@@ -242,33 +242,6 @@ def test_anchor_bandwidths_follow_the_modes_not_the_spread_between_them():
     assert float(joint) == 1.0 and np.all(np.asarray(per_coordinate) == 1.0)
 
 
-def label_switching_mixture(data):
-    means = numpyro.sample("means", dist.Normal(0.0, 5.0).expand([3]).to_event(1))
-    mixing = dist.Categorical(probs=jnp.full(3, 1 / 3))
-    with numpyro.plate("data", data.shape[0]):
-        numpyro.sample("obs", dist.MixtureSameFamily(mixing, dist.Normal(means, 1.0)), obs=data)
-
-
-def test_default_digs_visits_every_relabeling_of_an_exchangeable_mixture():
-    """Three exchangeable components: each of the 3! relabelings (modes of sd 0.2, 4 to 8 apart
-    in two coordinates at once) has weight 1/6, and every chain must visit them in proportion."""
-    data = np.concatenate([np.random.default_rng(3).normal(m, 1.0, 20) for m in (-4, 0, 4)])
-    mcmc = run_digs(label_switching_mixture, num_warmup=500, model_args=(data,))
-    order = np.argsort(np.asarray(mcmc.get_samples(group_by_chain=True)["means"]), axis=-1)
-    labels = order @ np.array([9, 3, 1])  # one integer per relabeling
-    relabelings = np.unique(labels)
-    assert len(relabelings) == 6
-    switches = np.mean(labels[:, 1:] != labels[:, :-1])
-    # Pooled occupancy error within 4 standard errors, counting each stay between two
-    # switches as a single independent draw (an overestimate of the error).
-    num_stays = switches * labels.size
-    occupancy = (labels.ravel()[:, None] == relabelings).mean(0)
-    tolerance = 4 * np.sqrt((1 / 6) * (5 / 6) / num_stays)
-    assert np.all(np.abs(occupancy - 1 / 6) < tolerance), (occupancy, tolerance)
-    for chain in labels:
-        assert len(np.unique(chain)) == 6
-
-
 def test_non_finite_proposals_are_rejected_and_counted():
     def potential(x):
         # A wall where the density is undefined: the sampler must never step onto it.

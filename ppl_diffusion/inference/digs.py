@@ -184,9 +184,10 @@ def levels(schedule: NoiseSchedule) -> Levels:
     return Levels(schedule.alphas, schedule.sigmas, jnp.ones(schedule.num_levels, bool))
 
 
-NUM_ANCHORS = 10
-"""Positions each chain keeps from warmup for the ``"mixed"`` jump proposal: one every
-``num_warmup / 20`` iterations, so at the end of warmup they span its second half."""
+NUM_ANCHORS = 20
+"""Positions each chain keeps from warmup for the ``"mixed"`` jump proposal: the latest of
+those recorded every ``3 num_warmup / 80`` iterations, so at the end of warmup they span its
+last three quarters, and hold values the chains left early on."""
 
 
 class LadderStatistics(NamedTuple):
@@ -242,7 +243,7 @@ def build_kernel(
     proposal: str = "mixed",
     num_probes: int = 8,
     local_move: str | None = "nuts",
-    block_size: int | None = 1,
+    block_size: int | None = 2,
 ) -> Callable:
     """A DiGS iteration: a sweep over the active noise levels, then the local move.
 
@@ -252,10 +253,11 @@ def build_kernel(
     ``anchors`` (points visited in warmup) feed the ``"mixed"`` jump proposal.
 
     With ``block_size`` set, each level noises and jumps every coordinate in half of the
-    sweeps and only ``block_size`` coordinates chosen at random in the other half (Gibbs on
-    that block; a random choice of valid moves stays valid). A jump of the whole vector is
-    accepted less and less often as the dimension grows; a jump of one coordinate at a time
-    still crosses between modes that differ in few coordinates, like a sign ambiguity.
+    sweeps, and in the other half a block of 1 to ``block_size`` coordinates (the number
+    uniform, the coordinates chosen at random; Gibbs on that block, and a random choice of
+    valid moves stays valid). A jump of the whole vector is accepted less and less often as
+    the dimension grows; a jump of one coordinate still flips a sign ambiguity, and a jump of
+    two swaps a pair of exchangeable components.
     """
     if (
         isinstance(num_mala_steps, bool)
@@ -292,11 +294,12 @@ def build_kernel(
         key_levels, key_local = jax.random.split(rng_key)
 
         def random_block(key, dim):
-            if block_size is None or block_size >= dim:
+            if block_size is None or dim == 1:
                 return None
-            key_whole, key_pick = jax.random.split(key)
-            chosen = jax.random.permutation(key_pick, dim)[:block_size]
-            return jnp.zeros(dim, bool).at[chosen].set(True) | jax.random.bernoulli(key_whole)
+            key_whole, key_size, key_pick = jax.random.split(key, 3)
+            size = jax.random.randint(key_size, (), 1, min(block_size, dim) + 1)
+            rank = jax.random.permutation(key_pick, dim)
+            return (rank < size) | jax.random.bernoulli(key_whole)
 
         def one_level(point, level):
             key, alpha, sigma, active, step_size = level
@@ -380,15 +383,16 @@ class DiGS(AdaptiveKernel):
             end of each slow window σ_max becomes the largest whitened distance of any chain
             from the metric's mean in that window (clipped to [2, 1000]): about half the
             distance between the modes the chains have seen, or the radius of the typical set
-            of a unimodal posterior. Either way, a level whose jumps were
-            accepted less than 0.2% of the time over the second half of warmup is switched
-            off for sampling, and costs nothing after it (unless ``local_move=None``, when
-            the levels are the only move and all stay on).
+            of a unimodal posterior. Each coordinate counts in units of its modes' width (the
+            anchor mixture's kernel width) relative to the widest coordinate's. Either way, a
+            level whose jumps were accepted less than 0.2% of the time over the second half
+            of warmup is switched off for sampling, and costs nothing after it (unless
+            ``local_move=None``, when the levels are the only move and all stay on).
         num_levels: levels of the warmup-chosen ladder (ignored with ``schedule``).
         proposal: the jump proposal of each level (see
             :func:`~ppl_diffusion.inference.denoising.jump_proposal`): ``"mixed"`` (default:
             flat, Gaussian and two anchor mixtures over :data:`NUM_ANCHORS` positions per
-            chain recorded over the second half of warmup, pooled over vectorized chains),
+            chain recorded over the last three quarters of warmup, pooled over vectorized chains),
             ``"independent"``, ``"gaussian"``, or the moment-matched ``"full"``, ``"diag"``,
             ``"iso"``.
         num_mala_steps: MALA steps on p(x | x̃) after each level's jump (default 0: the NUTS
@@ -396,8 +400,9 @@ class DiGS(AdaptiveKernel):
         local_move: ``"nuts"`` (default): one NUTS transition on p(x) per iteration; ``None``:
             none.
         num_probes: Rademacher probes for the ``"diag"``/``"iso"`` proposals.
-        block_size: coordinates jumped at once in half of the sweeps (the other half jump
-            all of them); ``None``: always all (see :func:`build_kernel`).
+        block_size: the most coordinates a partial jump moves: half of the sweeps jump all
+            coordinates, the other half a random block of 1 to ``block_size`` of them;
+            ``None``: always all (see :func:`build_kernel`).
         step_size: initial step size of the NUTS move (MALA steps start at (σ/α)²/4, at most 1).
         adapt_step_size, target_accept_prob: dual averaging of every step size during warmup;
             the NUTS move aims at ``target_accept_prob``, the MALA steps at 0.574.
@@ -425,7 +430,7 @@ class DiGS(AdaptiveKernel):
         num_mala_steps: int = 0,
         local_move: str | None = "nuts",
         num_probes: int = 8,
-        block_size: int | None = 1,
+        block_size: int | None = 2,
         step_size: float = 1.0,
         adapt_step_size: bool = True,
         target_accept_prob: float = 0.8,
@@ -488,12 +493,18 @@ class DiGS(AdaptiveKernel):
         return parameters, statistics
 
     def tune(self, parameters, statistics, info, position, whitening, phase, pool):
+        # Distances count each coordinate in units of its modes' width relative to the
+        # widest: where chains jump between narrow modes, the metric spans the modes and
+        # shrinks their separation in whitened units; coordinates whose other modes no chain
+        # has found yet then still get noise that reaches as far, in their own mode widths.
+        widths = statistics.anchor_bandwidths[1]
+        scaled = whitening.to_white(position) * jnp.max(widths) / widths
         radius = jnp.where(
             phase.collecting,
-            jnp.maximum(statistics.radius, jnp.linalg.norm(whitening.to_white(position))),
+            jnp.maximum(statistics.radius, jnp.linalg.norm(scaled)),
             statistics.radius,
         )
-        interval = max(1, phase.num_warmup // (2 * NUM_ANCHORS))
+        interval = max(1, 3 * phase.num_warmup // (4 * NUM_ANCHORS))
         record = (phase.iteration + 1) % interval == 0
         slot = (phase.iteration // interval) % NUM_ANCHORS
         anchors = jnp.where(record, statistics.anchors.at[slot].set(position), statistics.anchors)
