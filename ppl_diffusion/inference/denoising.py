@@ -93,6 +93,13 @@ def _from_posterior(state: mala.MALAState, noisy, alpha, sigma, beta=1.0, block=
 PROPOSALS = ("mixed", "independent", "gaussian", "full", "diag", "iso")
 
 
+def _normal_log_density(residual: Array, stddev: Array, block: Array | None) -> Array:
+    """Per-coordinate log N(residual; 0, stddev²), ``stddev`` broadcasting against
+    ``residual``; 0 outside ``block`` when one is given."""
+    log_density = -0.5 * (residual / stddev) ** 2 - jnp.log(stddev) - 0.5 * jnp.log(2 * jnp.pi)
+    return log_density if block is None else jnp.where(block, log_density, 0.0)
+
+
 class GaussianProposal(NamedTuple):
     """N(mean, V diag(stddev²) Vᵀ); ``rotation`` V is None for a diagonal covariance."""
 
@@ -109,11 +116,7 @@ class GaussianProposal(NamedTuple):
         u = x - self.mean
         if self.rotation is not None:
             u = self.rotation.T @ u
-        std = jnp.broadcast_to(self.stddev, u.shape)
-        per_coordinate = -0.5 * (u / std) ** 2 - jnp.log(std) - 0.5 * jnp.log(2 * jnp.pi)
-        if block is not None:
-            per_coordinate = jnp.where(block, per_coordinate, 0.0)
-        return jnp.sum(per_coordinate)
+        return jnp.sum(_normal_log_density(u, self.stddev, block))
 
 
 def hutchinson_diagonal(rng_key: Array, vector_fn: Callable, x: Array, num_probes: int) -> Array:
@@ -232,21 +235,20 @@ def anchor_bandwidths(points: Array, valid: Array) -> tuple[Array, Array]:
     pairs = valid[:, None] & valid[None, :] & ~jnp.eye(num_points, dtype=bool)
     squared = (points[:, None, :] - points[None, :, :]) ** 2
 
-    def leave_one_out(log_kernel):
-        """Σ_j log Σ_{c≠j} kernel(a_j, a_c) over valid points, for kernels over axis 1."""
-        masked = jnp.where(
-            pairs.reshape(pairs.shape + (1,) * (log_kernel.ndim - 2)), log_kernel, -jnp.inf
+    def leave_one_out(squared, width, dim):
+        """Per column of ``squared``: Σ_j log Σ_{c≠j} N(a_j; a_c, width²) over valid points,
+        for squared distances (j, c, column) in ``dim`` dimensions."""
+        log_kernel = -0.5 * squared / width**2 - dim * jnp.log(width)
+        per_point = jax.scipy.special.logsumexp(
+            jnp.where(pairs[..., None], log_kernel, -jnp.inf), axis=1
         )
-        per_point = jax.scipy.special.logsumexp(masked, axis=1)
-        return jnp.sum(
-            jnp.where(valid.reshape((-1,) + (1,) * (per_point.ndim - 1)), per_point, 0.0), axis=0
-        )
+        return jnp.sum(jnp.where(valid[:, None], per_point, 0.0), axis=0)
 
     def joint_score(width):
-        return leave_one_out(-0.5 * squared.sum(-1) / width**2 - points.shape[-1] * jnp.log(width))
+        return leave_one_out(squared.sum(-1, keepdims=True), width, points.shape[-1])[0]
 
     def coordinate_score(width):
-        return leave_one_out(-0.5 * squared / width**2 - jnp.log(width))
+        return leave_one_out(squared, width, 1)
 
     joint = widths[jnp.argmax(jax.vmap(joint_score)(widths))]
     per_coordinate = widths[jnp.argmax(jax.vmap(coordinate_score)(widths), axis=0)]
@@ -281,13 +283,7 @@ class AnchorMixtureProposal(NamedTuple):
         return mean + self.stddev * jax.random.normal(key_noise, (dim,))
 
     def log_prob(self, x: Array, block: Array | None = None) -> Array:
-        per_coordinate = (
-            -0.5 * ((x - self.means) / self.stddev) ** 2
-            - jnp.log(self.stddev)
-            - 0.5 * jnp.log(2 * jnp.pi)
-        )
-        if block is not None:
-            per_coordinate = jnp.where(block, per_coordinate, 0.0)
+        per_coordinate = _normal_log_density(x - self.means, self.stddev, block)
         logsumexp = jax.scipy.special.logsumexp
         if self.per_coordinate:
             return jnp.sum(logsumexp(self.log_weights + per_coordinate, axis=0))
