@@ -17,7 +17,7 @@ from ppl_diffusion.inference import (
     vp_schedule,
 )
 from ppl_diffusion.parallel import sharded_chains
-from ppl_diffusion.target import Target, make_target
+from ppl_diffusion.target import Symmetry, Target, make_target
 
 __version__ = "0.1.0"
 
@@ -28,6 +28,7 @@ __all__ = [
     "NoiseSchedule",
     "ParallelTempering",
     "PseudoGibbs",
+    "Symmetry",
     "Target",
     "default_schedule",
     "fit_noisy_energy",

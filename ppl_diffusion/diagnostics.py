@@ -3,6 +3,7 @@ TVD, and ESS / R-hat through ArviZ."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import arviz as az
@@ -79,15 +80,25 @@ def mmd(x: Array, y: Array, bandwidths: Array | None = None) -> float:
     return float(jnp.sqrt(jnp.maximum(_mmd2(x, y, bandwidths), 0.0)))
 
 
-def wasserstein2(x: Array, y: Array, max_points: int = 2000) -> float:
+def wasserstein2(
+    x: Array,
+    y: Array,
+    max_points: int = 2000,
+    squared_distances: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+) -> float:
     """Exact 2-Wasserstein distance between two equal-size point clouds (optimal assignment).
 
     Both sets are cut to the same size, at most ``max_points``: the assignment is cubic in it.
+    ``squared_distances(x, y)`` gives the cost matrix (default: squared Euclidean), e.g. a
+    distance up to a target's symmetries.
     """
     n = min(len(x), len(y), max_points)
     x = np.asarray(x, dtype=float).reshape(len(x), -1)[:n]
     y = np.asarray(y, dtype=float).reshape(len(y), -1)[:n]
-    cost = ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1)
+    if squared_distances is None:
+        cost = ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1)
+    else:
+        cost = squared_distances(x, y)
     rows, cols = optimize.linear_sum_assignment(cost)
     return float(np.sqrt(cost[rows, cols].mean()))
 

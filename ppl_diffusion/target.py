@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -54,6 +54,20 @@ class Target:
         flat = positions.reshape((-1, self.dim))
         samples = jax.vmap(self.postprocess_fn)(flat)
         return jax.tree.map(lambda v: v.reshape(batch_shape + v.shape[1:]), samples)
+
+
+class Symmetry(NamedTuple):
+    """Random maps that leave a target invariant: if x ~ p and u ~ N(0, I) of size
+    ``num_noise``, then ``apply(u, x) ~ p`` too. A target's symmetries (rotations, reflections,
+    permutations of identical particles, drawn uniformly by ``u``) are such maps, and so is
+    redrawing a part of x from its exact conditional. Pushing a generator's draws through them
+    leaves only the non-symmetric part of the target for it to learn, and can only bring its
+    draws closer to p. ``apply`` works on flat unconstrained vectors and must be
+    differentiable in x; ``name`` identifies it in checkpoints."""
+
+    name: str
+    num_noise: int
+    apply: Callable[[Array, Array], Array]
 
 
 def _is_tracer(x) -> bool:

@@ -56,13 +56,15 @@ def test_funnel_exact_sampler_scale():
 
 
 DW4_TEST_SPLIT = Path(__file__).resolve().parents[2] / "shared" / "data" / "dw4_test_split.npy"
-
-
-@pytest.mark.skipif(
+needs_dw4_data = pytest.mark.skipif(
     not DW4_TEST_SPLIT.exists(), reason="the shared DW-4 data are not beside the checkout"
 )
+
+
+@needs_dw4_data
 def test_dw4_model_energy_matches_the_published_test_split():
-    configurations = np.load(DW4_TEST_SPLIT)
+    configurations = dw4.load_configurations("test")
+    np.testing.assert_array_equal(configurations, np.load(DW4_TEST_SPLIT))
     energies = np.asarray(dw4.energy(jnp.asarray(configurations)))
     # The data's README: mean energy -22.45, sd 1.90 over its 10,000 configurations.
     np.testing.assert_allclose(energies.mean(), -22.45, atol=0.01)
@@ -75,3 +77,70 @@ def test_dw4_model_density_is_minus_energy_with_a_centre_of_mass_prior():
     centre = x.reshape(5, 4, 2).mean(1)
     expected = -dw4.energy(x) - 0.5 * jnp.sum(centre**2, -1)
     np.testing.assert_allclose(jax.vmap(target.logdensity_fn)(x), expected, rtol=1e-5)
+
+
+def _dw4_orbit_point(key, x):
+    """x moved by the DW-4 symmetry with its centre of mass put back: the same configuration
+    rotated or reflected, with its particles permuted."""
+    noise = jax.random.normal(key, (dw4.SYMMETRY.num_noise,))
+    moved = dw4.SYMMETRY.apply(noise, x).reshape(4, 2)
+    return (moved - moved.mean(0) + x.reshape(4, 2).mean(0)).reshape(-1)
+
+
+def test_dw4_symmetry_keeps_the_energy_and_redraws_the_centre_of_mass():
+    x = jax.random.normal(jax.random.PRNGKey(0), (4000, 8)) * 2.0 + 5.0
+    noise = jax.random.normal(jax.random.PRNGKey(1), (4000, dw4.SYMMETRY.num_noise))
+    moved = jax.vmap(dw4.SYMMETRY.apply)(noise, x)
+    np.testing.assert_allclose(dw4.energy(moved), dw4.energy(x), rtol=1e-4, atol=1e-3)
+    centre = np.asarray(moved).reshape(-1, 4, 2).mean(1)
+    # The model's centre of mass is N(0, I): 4000 draws, 5 standard errors.
+    np.testing.assert_allclose(centre.mean(0), 0.0, atol=5 / np.sqrt(4000))
+    np.testing.assert_allclose(centre.std(0), 1.0, atol=5 / np.sqrt(2 * 4000))
+    # Rotations are uniform: the first particle's direction from the centre has mean zero.
+    offset = np.asarray(moved).reshape(-1, 4, 2)[:, 0] - centre
+    direction = offset / np.linalg.norm(offset, axis=-1, keepdims=True)
+    np.testing.assert_allclose(direction.mean(0), 0.0, atol=5 / np.sqrt(2 * 4000))
+
+
+def test_dw4_distance_up_to_symmetry_is_zero_on_an_orbit_and_at_most_the_plain_one():
+    x = jax.random.normal(jax.random.PRNGKey(0), (20, 8)) * 2.0
+    keys = jax.random.split(jax.random.PRNGKey(1), 20)
+    orbit = jax.vmap(_dw4_orbit_point)(keys, x)
+    aligned = dw4.aligned_squared_distances(x, orbit)
+    plain = ((dw4.centred(x)[:, None] - dw4.centred(orbit)[None]) ** 2).sum(-1)
+    np.testing.assert_allclose(np.diag(aligned), 0.0, atol=1e-8)
+    assert np.diag(plain).min() > 1.0
+    assert np.all(aligned <= plain + 1e-9)
+    assert wasserstein2(x, orbit, squared_distances=dw4.aligned_squared_distances) < 1e-4
+
+
+def test_dw4_energy_wasserstein2_compares_sorted_energies():
+    x = jax.random.normal(jax.random.PRNGKey(0), (50, 8)) * 2.0
+    energies = np.sort(np.asarray(dw4.energy(x)))
+    assert dw4.energy_wasserstein2(x, x[::-1]) == 0.0
+    y = x.at[0].multiply(1.5)
+    expected = np.sqrt(np.mean((energies - np.sort(np.asarray(dw4.energy(y)))) ** 2))
+    np.testing.assert_allclose(dw4.energy_wasserstein2(x, y), expected, rtol=1e-12)
+
+
+def test_dw4_data_loading_names_what_is_wrong(tmp_path):
+    with pytest.raises(ValueError, match="'test' or 'val'"):
+        dw4.load_configurations("train")
+    with pytest.raises(FileNotFoundError, match="PPL_DIFFUSION_DATA"):
+        dw4.load_configurations("test", data_dir=tmp_path)
+
+
+@needs_dw4_data
+def test_dw4_benchmark_quality_uses_the_published_protocol():
+    from ppl_diffusion.benchmarks.amortized import quality
+    from ppl_diffusion.models import get_model
+
+    builtin = get_model("dw4")
+    test = dw4.load_configurations("test")[:200]
+    validation = dw4.load_configurations("val")[:200]
+    same = quality(test, test, builtin)
+    assert same == pytest.approx({"w2": 0.0, "w2_up_to_symmetry": 0.0, "energy_w2": 0.0}, abs=1e-6)
+    floor = quality(validation, test, builtin)
+    # Orientation and labelling dominate the plain W2; the energies differ least.
+    assert floor["w2"] > 3 * floor["w2_up_to_symmetry"] > 0
+    assert 0 < floor["energy_w2"] < 1.0

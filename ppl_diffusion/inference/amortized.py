@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 from ppl_diffusion.inference.denoising import estimate_denoising_posterior, mixed_score
 from ppl_diffusion.inference.optim import apply_optimizer, make_optimizer
 from ppl_diffusion.parallel import chain_mesh
-from ppl_diffusion.target import make_target
+from ppl_diffusion.target import Symmetry, make_target
 
 Array = jax.Array
 
@@ -65,15 +65,28 @@ class ConditionalMLP(eqx.Module):
 
 
 class Generator(eqx.Module):
+    """x = output_scale · MLP(z), then, with a ``symmetry``, that map applied with the last
+    ``symmetry.num_noise`` latent coordinates as its noise."""
+
     mlp: eqx.nn.MLP
     output_scale: float = eqx.field(static=True)
+    symmetry: Symmetry | None = eqx.field(static=True)
 
-    def __init__(self, latent_dim, dim, width, depth, output_scale, key):
+    def __init__(self, latent_dim, dim, width, depth, output_scale, key, symmetry=None):
         self.mlp = eqx.nn.MLP(latent_dim, dim, width, depth, activation=jax.nn.silu, key=key)
         self.output_scale = output_scale
+        self.symmetry = symmetry
+
+    @property
+    def latent_size(self) -> int:
+        """Length of the z the generator takes, the symmetry's noise included."""
+        return self.mlp.in_size + (0 if self.symmetry is None else self.symmetry.num_noise)
 
     def __call__(self, z):
-        return self.output_scale * self.mlp(z)
+        x = self.output_scale * self.mlp(z[: self.mlp.in_size])
+        if self.symmetry is None:
+            return x
+        return self.symmetry.apply(z[self.mlp.in_size :], x)
 
 
 class Encoder(eqx.Module):
@@ -176,7 +189,7 @@ class VarDiUConfig(eqx.Module):
 
 def _latent_normal(key: Array, num: int, generator: Generator, rows: NamedSharding) -> Array:
     # Everything computed row by row from this batch inherits the split over devices.
-    z = jax.random.normal(key, (num, generator.mlp.in_size))
+    z = jax.random.normal(key, (num, generator.latent_size))
     return jax.lax.with_sharding_constraint(z, rows)
 
 
@@ -304,6 +317,10 @@ class DiffusiveSampler:
         latent_dim: size of z (default: the target's dimension).
         output_scale: multiplies the generator output; set it near the target's spread so the
             untrained generator already covers the region where the modes lie.
+        symmetry: a :class:`~ppl_diffusion.target.Symmetry` of the target; every draw is then
+            pushed through it with fresh noise (e.g. DW-4's rotations, reflections and particle
+            permutations: :data:`ppl_diffusion.models.dw4.SYMMETRY`), so the generator only
+            learns the target up to it.
         num_levels, beta_min, beta_max: DiKL's VP schedule (linear β over ``num_levels``).
         weight_exponent: DiKL weights level t by w(t) = α_t^(−weight_exponent). Mode weights
             are only visible at noise levels where modes blur together (small α), so those
@@ -330,6 +347,7 @@ class DiffusiveSampler:
         depth: int = 4,
         latent_dim: int | None = None,
         output_scale: float = 1.0,
+        symmetry: Symmetry | None = None,
         num_levels: int = 30,
         beta_min: float = 1e-4,
         beta_max: float = 0.5,
@@ -378,7 +396,9 @@ class DiffusiveSampler:
             max_step_size=max_step_size,
         )
         key_gen, key_second = jax.random.split(jax.random.PRNGKey(seed))
-        self.generator = Generator(self.latent_dim, self.dim, width, depth, output_scale, key_gen)
+        self.generator = Generator(
+            self.latent_dim, self.dim, width, depth, output_scale, key_gen, symmetry
+        )
         self.score_network: ConditionalMLP | None = None
         """DiKL's model of the generator's noisy score."""
         self.encoder: Encoder | None = None
@@ -386,7 +406,7 @@ class DiffusiveSampler:
         if objective == "dikl":
             self.score_network = ConditionalMLP(self.dim, self.dim, width, depth, key_second)
         else:
-            self.encoder = Encoder(self.dim, self.latent_dim, width, depth, key_second)
+            self.encoder = Encoder(self.dim, self.generator.latent_size, width, depth, key_second)
         self.num_steps_trained = 0
         self.history: list[dict] = []
         self._state: DiKLState | VarDiUState | None = None
@@ -408,6 +428,9 @@ class DiffusiveSampler:
                 "depth": self.generator.mlp.depth,
                 "latent_dim": self.latent_dim,
                 "output_scale": float(self.generator.output_scale),
+                "symmetry": None
+                if self.generator.symmetry is None
+                else self.generator.symmetry.name,
             },
         }
 
@@ -415,7 +438,7 @@ class DiffusiveSampler:
     def sample_unconstrained(self, rng_key: Array, num_samples: int) -> Array:
         """``(num_samples, dim)`` flat unconstrained draws."""
         _check_count("num_samples", num_samples)
-        return _generate(self.generator, rng_key, num_samples, self.latent_dim, self._rows)
+        return _generate(self.generator, rng_key, num_samples, self._rows)
 
     def sample(self, rng_key: Array, num_samples: int) -> dict:
         """Constrained samples (and deterministic sites), like ``MCMC.get_samples()``."""
@@ -425,7 +448,6 @@ class DiffusiveSampler:
             self.target.postprocess_fn,
             rng_key,
             num_samples,
-            self.latent_dim,
             self._rows,
         )
 
@@ -564,9 +586,7 @@ class DiffusiveSampler:
             done = step + 1
             if done % eval_every == 0 or done == num_steps:
                 eval_key = jax.random.fold_in(jax.random.fold_in(state.rng_key, done), 1)
-                metric = eval_fn(
-                    _generate(state.averaged_generator, eval_key, 2000, self.latent_dim, self._rows)
-                )
+                metric = eval_fn(_generate(state.averaged_generator, eval_key, 2000, self._rows))
                 self.history.append(
                     {k: float(v) for k, v in metrics.items()}
                     | {"step": done, "metric": metric, "time": time.time()}
@@ -721,13 +741,10 @@ def _mean_logdensity(logdensity_fn, x):
 
 
 @eqx.filter_jit
-def _generate(generator, rng_key, num_samples, latent_dim, rows):
-    z = jax.lax.with_sharding_constraint(
-        jax.random.normal(rng_key, (num_samples, latent_dim)), rows
-    )
-    return jax.vmap(generator)(z)
+def _generate(generator, rng_key, num_samples, rows):
+    return jax.vmap(generator)(_latent_normal(rng_key, num_samples, generator, rows))
 
 
 @eqx.filter_jit
-def _generate_constrained(generator, postprocess_fn, rng_key, num_samples, latent_dim, rows):
-    return jax.vmap(postprocess_fn)(_generate(generator, rng_key, num_samples, latent_dim, rows))
+def _generate_constrained(generator, postprocess_fn, rng_key, num_samples, rows):
+    return jax.vmap(postprocess_fn)(_generate(generator, rng_key, num_samples, rows))

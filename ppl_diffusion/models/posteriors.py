@@ -185,9 +185,12 @@ def _schools_reference() -> dict:
 
 
 def _funnel_reference() -> dict:
-    # v ~ N(0, 3²); x_i | v ~ N(0, e^v): E[x_i²] = E[e^v] = e^{9/2}.
+    # v ~ N(0, 3²); x_i | v ~ N(0, e^v). The sd of x_i is e^{9/4}, but E[x_i⁴] = 3e^{18}
+    # makes its estimate from 4000 draws useless (relative sd about 2.5: exact draws land in
+    # [0.8, 1.25] one time in twenty), so it is not judged; v's sd is, and it is what a sampler
+    # that misses the neck gets wrong.
     return _exact(
-        {"v": (0.0, 3.0), "x": (np.zeros(funnel.DIM - 1), np.full(funnel.DIM - 1, np.exp(2.25)))}
+        {"v": (0.0, 3.0), "x": (np.zeros(funnel.DIM - 1), np.full(funnel.DIM - 1, np.nan))}
     )
 
 
