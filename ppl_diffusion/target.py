@@ -55,6 +55,14 @@ class Target:
         samples = jax.vmap(self.postprocess_fn)(flat)
         return jax.tree.map(lambda v: v.reshape(batch_shape + v.shape[1:]), samples)
 
+    def coordinate_sites(self) -> np.ndarray:
+        """The index of the latent site (leaf of ``unravel_fn``'s output) each coordinate
+        belongs to, in the flat vector's order."""
+        sites = jax.eval_shape(self.unravel_fn, jnp.zeros(self.dim))
+        leaves = jax.tree.leaves(sites)
+        # ravel_pytree's order: the leaves in tree order, each raveled.
+        return np.concatenate([np.full(leaf.size, i) for i, leaf in enumerate(leaves)])
+
 
 class Symmetry(NamedTuple):
     """Random maps that leave a target invariant: if x ~ p and u ~ N(0, I) of size

@@ -27,6 +27,10 @@ def test_model_target_matches_numpyro_potential_and_constrains():
     constrained = target.constrain(jnp.stack([x, x]))
     np.testing.assert_allclose(constrained["scale"], jnp.exp(2.0) * jnp.ones(2), rtol=1e-6)
     assert constrained["loc"].shape == (2, 3)
+    sites = target.coordinate_sites()
+    np.testing.assert_array_equal(sites, [0, 0, 0, 1])
+    unravelled = target.unravel_fn(jnp.asarray(sites, x.dtype))
+    assert np.all(np.asarray(unravelled["loc"]) == 0) and float(unravelled["scale"]) == 1
 
 
 def test_batched_keys_give_one_start_per_chain():

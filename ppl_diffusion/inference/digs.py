@@ -247,17 +247,22 @@ def build_kernel(
 ) -> Callable:
     """A DiGS iteration: a sweep over the active noise levels, then the local move.
 
-    Returns ``kernel(rng_key, state, logdensity_fn, step_sizes, levels, anchors=None) ->
-    (state, DiGSInfo)`` where ``levels`` is a :class:`Levels` (see :func:`levels`),
-    ``step_sizes`` holds one MALA step size per level and, last, the NUTS step size, and
-    ``anchors`` (points visited in warmup) feed the ``"mixed"`` jump proposal.
+    Returns ``kernel(rng_key, state, logdensity_fn, step_sizes, levels, anchors=None,
+    sites=None) -> (state, DiGSInfo)`` where ``levels`` is a :class:`Levels` (see
+    :func:`levels`), ``step_sizes`` holds one MALA step size per level and, last, the NUTS
+    step size, ``anchors`` (points visited in warmup) feed the ``"mixed"`` jump proposal, and
+    ``sites`` (a NumPy array: the latent site of each coordinate,
+    :meth:`~ppl_diffusion.target.Target.coordinate_sites`) lets blocks follow the model.
 
     With ``block_size`` set, each level noises and jumps every coordinate in half of the
     sweeps, and in the other half a block of 1 to ``block_size`` coordinates (the number
     uniform, the coordinates chosen at random; Gibbs on that block, and a random choice of
     valid moves stays valid). A jump of the whole vector is accepted less and less often as
     the dimension grows; a jump of one coordinate still flips a sign ambiguity, and a jump of
-    two swaps a pair of exchangeable components.
+    two swaps a pair of exchangeable components. With ``sites`` naming more than one site,
+    half of those blocks are instead one latent site, chosen uniformly: a site's coordinates
+    often have to move together to reach another mode (a 2-D position among nuisance
+    coordinates), which random blocks of a few coordinates rarely pick.
     """
     if (
         isinstance(num_mala_steps, bool)
@@ -290,8 +295,10 @@ def build_kernel(
         step_sizes,
         levels: Levels,
         anchors: Anchors | None = None,
+        sites: np.ndarray | None = None,
     ):
         key_levels, key_local = jax.random.split(rng_key)
+        num_sites = 1 if sites is None else int(np.max(sites)) + 1
 
         def random_block(key, dim):
             if block_size is None or dim == 1:
@@ -299,7 +306,13 @@ def build_kernel(
             key_whole, key_size, key_pick = jax.random.split(key, 3)
             size = jax.random.randint(key_size, (), 1, min(block_size, dim) + 1)
             rank = jax.random.permutation(key_pick, dim)
-            return (rank < size) | jax.random.bernoulli(key_whole)
+            block = rank < size
+            if num_sites > 1:
+                # Keys folded off the others: single-site targets keep their random stream.
+                key_by_site, key_site = jax.random.split(jax.random.fold_in(key, 1))
+                site = jax.random.randint(key_site, (), 0, num_sites)
+                block = jnp.where(jax.random.bernoulli(key_by_site), sites == site, block)
+            return block | jax.random.bernoulli(key_whole)
 
         def one_level(point, level):
             key, alpha, sigma, active, step_size = level
@@ -401,7 +414,8 @@ class DiGS(AdaptiveKernel):
             none.
         num_probes: Rademacher probes for the ``"diag"``/``"iso"`` proposals.
         block_size: the most coordinates a partial jump moves: half of the sweeps jump all
-            coordinates, the other half a random block of 1 to ``block_size`` of them;
+            coordinates, the other half a random block of 1 to ``block_size`` of them, or,
+            in models with several latent sites, half of the time one whole site;
             ``None``: always all (see :func:`build_kernel`).
         step_size: initial step size of the NUTS move (MALA steps start at (σ/α)²/4, at most 1).
         adapt_step_size, target_accept_prob: dual averaging of every step size during warmup;
@@ -474,7 +488,8 @@ class DiGS(AdaptiveKernel):
 
     def core_step(self, rng_key, core_state, logdensity_fn, step_sizes, parameters):
         levels, anchors = parameters
-        return self._kernel(rng_key, core_state, logdensity_fn, step_sizes, levels, anchors)
+        sites = self.target.coordinate_sites()
+        return self._kernel(rng_key, core_state, logdensity_fn, step_sizes, levels, anchors, sites)
 
     def initial_tuning(self, dim, dtype):
         num_levels = self.schedule.num_levels

@@ -214,7 +214,18 @@ class WarmupAdaptation:
     ) -> WarmupState:
         """The warmup state after an iteration that ended at ``position`` (target
         coordinates) with per-step-size ``acceptance`` and the core's ``info``; ``tune`` is
-        the algorithm's hook for its own parameters."""
+        the algorithm's hook for its own parameters. After warmup, the state as it is, at
+        no cost: chains step together, so they agree on the phase and the ``cond`` skips
+        the adaptation (DiGS's anchor-width search alone would cost more than a cheap
+        model's NUTS transition)."""
+        in_warmup = iteration < self.num_warmup
+        return jax.lax.cond(
+            self.agreed(in_warmup),
+            lambda: self._adapt(state, iteration, position, acceptance, info, tune),
+            lambda: state,
+        )
+
+    def _adapt(self, state, iteration, position, acceptance, info, tune) -> WarmupState:
         in_warmup = iteration < self.num_warmup
         index = jnp.minimum(iteration, self.num_warmup)
         phase = WarmupPhase(iteration, self.num_warmup, self._slow[index], self._window_end[index])
