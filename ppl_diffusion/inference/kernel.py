@@ -261,6 +261,8 @@ class WarmupAdaptation:
         last = iteration == self.num_warmup - 1
         step_size = jnp.where(last & self.adapted, da_final(dual_averaging), step_size)
         new = WarmupState(step_size, dual_averaging, metric, whitening, parameters, statistics)
+        # Redundant under `update`'s cond as this package drives it, but a caller that vmaps
+        # an unpooled kernel turns that cond into a select that runs this branch after warmup.
         return jax.tree.map(lambda n, o: jnp.where(in_warmup, n, o), new, state)
 
 
