@@ -65,11 +65,16 @@ GAUSSIAN_MEAN = jnp.array([1.0, -2.0])
 GAUSSIAN_SCALE = jnp.array([0.5, 2.0])
 
 
-@pytest.mark.parametrize("alpha", [0.9, 0.5])
-def test_noisy_score_estimate_is_unbiased_within_monte_carlo_error_on_a_gaussian(alpha):
+@pytest.mark.parametrize("alpha", [0.9, 0.5, 0.05])
+@pytest.mark.parametrize("reference_shift", [None, 0.0, 1.5])
+def test_noisy_score_estimate_is_unbiased_within_monte_carlo_error_on_a_gaussian(
+    alpha, reference_shift
+):
     """The amortized samplers' estimate of ∇log p_t at one point, repeated 1000 times, against
     the exact score of N(αm, α²s² + σ²). Self-normalised importance weights leave an O(1/N)
-    bias; with 200 particles it is below the Monte-Carlo error of 1000 repeats."""
+    bias; with 200 particles it is below the Monte-Carlo error of 1000 repeats. Without
+    draws the bridges start flat; with them from the Gaussian reference those draws give
+    (shifted by ``reference_shift`` target sds, as a generator that is not right yet)."""
     from ppl_diffusion.inference.amortized import NoisyTargetScore
 
     def logdensity(x):
@@ -78,9 +83,13 @@ def test_noisy_score_estimate_is_unbiased_within_monte_carlo_error_on_a_gaussian
     sigma = float(np.sqrt(1 - alpha**2))
     noisy = jnp.array([[0.3, 0.5]])
     exact = -(noisy[0] - alpha * GAUSSIAN_MEAN) / (alpha**2 * GAUSSIAN_SCALE**2 + sigma**2)
-    estimator = NoisyTargetScore(logdensity, 200, 15, 5, 0.1)
+    estimator = NoisyTargetScore(logdensity, 200, 15, 5, 0.1, reference_width=2.0)
+    draws = None
+    if reference_shift is not None:
+        white = jax.random.normal(jax.random.PRNGKey(1), (256, 2))
+        draws = GAUSSIAN_MEAN + GAUSSIAN_SCALE * (white + reference_shift)
     estimates = jax.lax.map(
-        lambda key: estimator(key, noisy, jnp.array([alpha]), jnp.array([sigma]))[0],
+        lambda key: estimator(key, noisy, jnp.array([alpha]), jnp.array([sigma]), draws)[0],
         jax.random.split(jax.random.PRNGKey(0), 1000),
     )
     standard_error = estimates.std(0) / np.sqrt(len(estimates))

@@ -65,17 +65,27 @@ class ConditionalMLP(eqx.Module):
 
 
 class Generator(eqx.Module):
-    """x = output_scale · MLP(z), then, with a ``symmetry``, that map applied with the last
-    ``symmetry.num_noise`` latent coordinates as its noise."""
+    """x = output_scale · (z + MLP(z)) (``skip``) or output_scale · MLP(z), then, with a
+    ``symmetry``, that map applied with the last ``symmetry.num_noise`` latent coordinates as
+    its noise.
+
+    The skip term makes the untrained generator N(0, output_scale² I) (z cut or zero-padded
+    to the target's dimension): spread over the target's scale from the first step. Without
+    it a freshly initialised MLP maps every z to nearly one point (spread about 1% of
+    ``output_scale``), and a mode-seeking objective can pull that point into whichever mode is
+    nearest before the noisy levels spread it.
+    """
 
     mlp: eqx.nn.MLP
     output_scale: float = eqx.field(static=True)
     symmetry: Symmetry | None = eqx.field(static=True)
+    skip: bool = eqx.field(static=True)
 
-    def __init__(self, latent_dim, dim, width, depth, output_scale, key, symmetry=None):
+    def __init__(self, latent_dim, dim, width, depth, output_scale, key, symmetry=None, skip=True):
         self.mlp = eqx.nn.MLP(latent_dim, dim, width, depth, activation=jax.nn.silu, key=key)
         self.output_scale = output_scale
         self.symmetry = symmetry
+        self.skip = skip
 
     @property
     def latent_size(self) -> int:
@@ -83,7 +93,11 @@ class Generator(eqx.Module):
         return self.mlp.in_size + (0 if self.symmetry is None else self.symmetry.num_noise)
 
     def __call__(self, z):
-        x = self.output_scale * self.mlp(z[: self.mlp.in_size])
+        latent = z[: self.mlp.in_size]
+        x = self.mlp(latent)
+        if self.skip:
+            x = x.at[: min(x.shape[0], latent.shape[0])].add(latent[: x.shape[0]])
+        x = self.output_scale * x
         if self.symmetry is None:
             return x
         return self.symmetry.apply(z[self.mlp.in_size :], x)
@@ -109,15 +123,28 @@ class Encoder(eqx.Module):
 
 class NoisyTargetScore(eqx.Module):
     """The target's noisy score ∇log p_t(x_t), estimated row by row by sampling the denoising
-    posterior and applying the mixed score identity. All settings are static."""
+    posterior and applying the mixed score identity. All settings are static. ``draws`` (the
+    sampler's current clean draws) set the posterior sampling's Gaussian reference: their
+    mean and ``reference_width`` times their standard deviation; without them, or with
+    ``reference_width=None``, it starts flat."""
 
     logdensity_fn: Callable = eqx.field(static=True)
     num_particles: int = eqx.field(static=True)
     num_bridges: int = eqx.field(static=True)
     num_mala_steps: int = eqx.field(static=True)
     max_step_size: float = eqx.field(static=True)
+    reference_width: float | None = eqx.field(static=True, default=None)
 
-    def __call__(self, key: Array, noisy: Array, alpha: Array, sigma: Array) -> Array:
+    def __call__(
+        self, key: Array, noisy: Array, alpha: Array, sigma: Array, draws: Array | None = None
+    ) -> Array:
+        reference = None
+        if self.reference_width is not None and draws is not None:
+            draws = jax.lax.stop_gradient(draws)
+            # The floor keeps a coordinate the draws do not spread yet from pinning it.
+            variance = self.reference_width**2 * (draws.var(0) + 1e-6)
+            reference = (draws.mean(0), variance)
+
         def one(key, x_t, alpha, sigma):
             post = estimate_denoising_posterior(
                 key,
@@ -129,6 +156,7 @@ class NoisyTargetScore(eqx.Module):
                 self.num_bridges,
                 self.num_mala_steps,
                 self.max_step_size,
+                reference,
             )
             return mixed_score(x_t, alpha, sigma, post.mean, post.mean_grad)
 
@@ -208,10 +236,10 @@ def dikl_step(state: DiKLState, key: Array, config: DiKLConfig) -> tuple[DiKLSta
         level = jax.random.randint(key_t, (config.batch_size,), 0, num_levels)
         eps = jax.random.normal(key_eps, x.shape)
         alpha, sigma = config.alphas[level], config.sigmas[level]
-        return level, eps, alpha[:, None] * x + sigma[:, None] * eps, alpha, sigma
+        return level, eps, alpha[:, None] * x + sigma[:, None] * eps, alpha, sigma, x
 
     def dsm_loss(score_network, key):
-        level, eps, noisy, _, _ = noisy_batch(key, state.generator)
+        level, eps, noisy, *_ = noisy_batch(key, state.generator)
         pred = jax.vmap(score_network)(jax.lax.stop_gradient(noisy), level / num_levels)
         return jnp.mean(jnp.sum((pred - eps) ** 2, -1))
 
@@ -231,8 +259,8 @@ def dikl_step(state: DiKLState, key: Array, config: DiKLConfig) -> tuple[DiKLSta
     )
     score_network = eqx.combine(params, static)
 
-    level, _, noisy, alpha, sigma = noisy_batch(key_gen, state.generator)
-    target_score = config.target_score(key_target, noisy, alpha, sigma)
+    level, _, noisy, alpha, sigma, draws = noisy_batch(key_gen, state.generator)
+    target_score = config.target_score(key_target, noisy, alpha, sigma, draws)
     model_score = -jax.vmap(score_network)(noisy, level / num_levels) / sigma[:, None]
     weight = (alpha**-config.weight_exponent)[:, None]
     direction = jax.lax.stop_gradient(weight * (model_score - target_score))
@@ -274,9 +302,10 @@ def vardiu_step(state: VarDiUState, key: Array, config: VarDiUConfig) -> tuple[V
     eps = jnp.concatenate([eps, -eps])
     weight = (sigma / config.sigma_max) ** 2
 
-    noisy = jax.vmap(state.generator)(z) + sigma[:, None] * eps
+    draws = jax.vmap(state.generator)(z)
+    noisy = draws + sigma[:, None] * eps
     target_score = jax.lax.stop_gradient(
-        config.target_score(key_target, noisy, jnp.ones_like(sigma), sigma)
+        config.target_score(key_target, noisy, jnp.ones_like(sigma), sigma, draws)
     )
 
     def loss_fn(networks):
@@ -317,6 +346,10 @@ class DiffusiveSampler:
         latent_dim: size of z (default: the target's dimension).
         output_scale: multiplies the generator output; set it near the target's spread so the
             untrained generator already covers the region where the modes lie.
+        skip: the generator is x = output_scale · (z + MLP(z)), so that untrained it draws
+            N(0, output_scale² I); ``False``: x = output_scale · MLP(z), whose untrained draws
+            nearly coincide (measured in ``benchmarks/README.md``: many_well needs the skip,
+            DW-4's symmetric generator trains better without it).
         symmetry: a :class:`~ppl_diffusion.target.Symmetry` of the target; every draw is then
             pushed through it with fresh noise (e.g. DW-4's rotations, reflections and particle
             permutations: :data:`ppl_diffusion.models.dw4.SYMMETRY`), so the generator only
@@ -328,6 +361,13 @@ class DiffusiveSampler:
         sigma_min, sigma_max: VarDiU's VE noise range (σ log-uniform in it).
         num_particles, num_bridges, num_mala_steps, max_step_size: posterior sampling for the
             target's noisy score.
+        reference_width: the posterior sampling starts from a Gaussian reference with the
+            mean of the generator's current draws and ``reference_width`` times their
+            standard deviation (per coordinate), instead of the flat-prior start
+            N(x_t/α, σ²/α²), which at large noise lies far outside the target (see
+            :func:`~ppl_diffusion.inference.denoising.estimate_denoising_posterior`).
+            Wider than the draws so that modes the generator has not reached yet stay in
+            view. ``None``: the flat start.
         seed: seed for network initialisation.
         devices: devices to split every training batch and every ``sample`` call over (data
             parallel: networks replicated, batch rows sharded with ``jax.sharding``); default
@@ -347,6 +387,7 @@ class DiffusiveSampler:
         depth: int = 4,
         latent_dim: int | None = None,
         output_scale: float = 1.0,
+        skip: bool = True,
         symmetry: Symmetry | None = None,
         num_levels: int = 30,
         beta_min: float = 1e-4,
@@ -358,6 +399,7 @@ class DiffusiveSampler:
         num_bridges: int = 15,
         num_mala_steps: int = 5,
         max_step_size: float = 0.1,
+        reference_width: float | None = 2.0,
         seed: int = 0,
         devices: Sequence[jax.Device] | None = None,
     ):
@@ -394,10 +436,11 @@ class DiffusiveSampler:
             num_bridges=num_bridges,
             num_mala_steps=num_mala_steps,
             max_step_size=max_step_size,
+            reference_width=reference_width,
         )
         key_gen, key_second = jax.random.split(jax.random.PRNGKey(seed))
         self.generator = Generator(
-            self.latent_dim, self.dim, width, depth, output_scale, key_gen, symmetry
+            self.latent_dim, self.dim, width, depth, output_scale, key_gen, symmetry, skip
         )
         self.score_network: ConditionalMLP | None = None
         """DiKL's model of the generator's noisy score."""
@@ -428,6 +471,7 @@ class DiffusiveSampler:
                 "depth": self.generator.mlp.depth,
                 "latent_dim": self.latent_dim,
                 "output_scale": float(self.generator.output_scale),
+                "skip": self.generator.skip,
                 "symmetry": None
                 if self.generator.symmetry is None
                 else self.generator.symmetry.name,

@@ -55,7 +55,11 @@ def _noise_term(x: Array, noisy: Array, alpha, sigma, block: Array | None):
     residual = noisy - alpha * x
     if block is not None:
         residual = jnp.where(block, residual, 0.0)
-    return jnp.sum(residual**2) / (2 * sigma**2), -alpha * residual / sigma**2
+    if jnp.ndim(sigma) == 0:
+        energy = jnp.sum(residual**2) / (2 * sigma**2)
+    else:  # one σ per coordinate: the posterior under a Gaussian reference
+        energy = jnp.sum(residual**2 / (2 * sigma**2))
+    return energy, -alpha * residual / sigma**2
 
 
 def denoising_logdensity(
@@ -480,6 +484,7 @@ def estimate_denoising_posterior(
     num_bridges: int = 15,
     num_mala_steps: int = 5,
     max_step_size: float = 0.1,
+    reference: tuple[Array, Array] | None = None,
 ) -> PosteriorEstimate:
     """Annealed importance sampling for p(x₀ | x_t), then resampling and MALA refinement.
 
@@ -487,9 +492,36 @@ def estimate_denoising_posterior(
     π_k(x) ∝ N(x; x_t/α, σ²/α² I) p(x)^{β_k}, β_k = k/K, each with one MALA step; the AIS
     weights then pick ``num_particles`` equally weighted draws (Gumbel-max, independently per
     draw), which ``num_mala_steps`` MALA steps on the exact posterior refine.
+
+    A ``reference`` Gaussian g = N(mean, diag(variance)) (say, the moments of a sampler's
+    current draws) replaces the flat prior at the bridges' start: particles then start from
+    the exact posterior under g, π_k(x) ∝ N(x̃; αx, σ²) g(x)^{1-β_k} p(x)^{β_k}. With large
+    noise N(x_t/α, σ²/α² I) spreads particles far beyond the target's scale, where the
+    gradients of a steep (quartic) target are too large for any MALA step; under g they start
+    within it. ``mean_grad`` stays E[∇log p(x₀) | x_t] and ``log_normaliser`` is then that of
+    p(x₀) N(x_t; αx₀, σ²) relative to g's.
     """
+    if reference is not None:
+        # The bridges' start g(x) N(x̃; αx, σ²) is the Gaussian N(center, scale²), and
+        # π_k ∝ N(x; center, scale²) (p/g)^{β_k}: the flat-prior code below on log(p/g).
+        reference_mean, reference_variance = reference
+        scale = 1.0 / jnp.sqrt(1.0 / reference_variance + alpha**2 / sigma**2)
+        center = scale**2 * (reference_mean / reference_variance + alpha * noisy / sigma**2)
+        estimate = estimate_denoising_posterior(
+            rng_key,
+            center,
+            1.0,
+            scale,
+            lambda x: logdensity_fn(x) - _reference_logdensity(x, reference),
+            num_particles,
+            num_bridges,
+            num_mala_steps,
+            max_step_size,
+        )
+        reference_grad = -(estimate.particles - reference_mean) / reference_variance
+        return estimate._replace(mean_grad=estimate.mean_grad + reference_grad.mean(0))
     scale = sigma / alpha
-    step_size = jnp.minimum(max_step_size, 0.25 * scale**2)
+    step_size = jnp.minimum(max_step_size, 0.25 * jnp.min(scale) ** 2)
     key_init, key_bridges, key_resample, key_refine = jax.random.split(rng_key, 4)
     dim = noisy.shape[-1]
     start = noisy / alpha + scale * jax.random.normal(key_init, (num_particles, dim))
@@ -534,6 +566,11 @@ def estimate_denoising_posterior(
         points.logdensity_grad.mean(0),
         log_normaliser,
     )
+
+
+def _reference_logdensity(x: Array, reference: tuple[Array, Array]) -> Array:
+    mean, variance = reference
+    return -0.5 * jnp.sum((x - mean) ** 2 / variance)
 
 
 def denoising_score(noisy: Array, alpha, sigma, posterior_mean: Array) -> Array:
