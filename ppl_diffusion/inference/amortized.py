@@ -71,7 +71,7 @@ class Generator(eqx.Module):
 
     The skip term makes the untrained generator N(0, output_scale² I) (z cut or zero-padded
     to the target's dimension): spread over the target's scale from the first step. Without
-    it a freshly initialised MLP maps every z to nearly one point (spread about 1% of
+    it a freshly initialised MLP maps every z to nearly one point (spread about 2% of
     ``output_scale``), and a mode-seeking objective can pull that point into whichever mode is
     nearest before the noisy levels spread it.
     """
