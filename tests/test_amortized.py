@@ -62,6 +62,22 @@ def two_modes_1d():
     )
 
 
+@pytest.mark.parametrize("skip", [True, False])
+def test_the_untrained_generator_spreads_over_output_scale_only_with_its_skip(skip):
+    """With the skip the untrained generator draws about N(0, output_scale² I) (its MLP adds
+    a few percent); without it every z lands near one point."""
+
+    def model():
+        numpyro.sample("x", dist.Normal(0, 1).expand([6]).to_event(1))
+
+    sampler = DiffusiveSampler(model, width=32, depth=2, output_scale=3.0, skip=skip)
+    spread = np.asarray(sampler.sample_unconstrained(jax.random.PRNGKey(0), 4000)).std(0)
+    if skip:
+        assert np.all((spread > 0.9 * 3.0) & (spread < 1.15 * 3.0))
+    else:
+        assert np.all(spread < 0.15 * 3.0)
+
+
 def test_a_tiny_dikl_fit_reaches_both_modes_of_a_1d_mixture():
     sampler = DiffusiveSampler(
         two_modes_1d,
