@@ -63,6 +63,29 @@ class Target:
         # ravel_pytree's order: the leaves in tree order, each raveled.
         return np.concatenate([np.full(leaf.size, i) for i, leaf in enumerate(leaves)])
 
+    def site_rolls(self, max_rolls: int, max_length: int) -> np.ndarray:
+        """Permutations of the flat vector, one row per shift k = 1 … K: row k rolls by k
+        places, along its leading axis (the axis a ``numpyro.plate`` or an event dimension
+        of exchangeable components indexes), every latent site whose leading axis has 2 to
+        ``max_length`` entries, and leaves the other sites alone. K is the longest such axis
+        less one, at most ``max_rolls``; without such a site there are no rows."""
+        sites = jax.tree.leaves(jax.eval_shape(self.unravel_fn, jnp.zeros(self.dim)))
+
+        def rolled(leaf):
+            return leaf.ndim > 0 and 2 <= leaf.shape[0] <= max_length
+
+        lengths = [leaf.shape[0] for leaf in sites if rolled(leaf)]
+        num_rolls = min(max_rolls, max(lengths, default=1) - 1)
+        rows = []
+        for shift in range(1, num_rolls + 1):
+            offset, row = 0, []
+            for leaf in sites:
+                index = np.arange(leaf.size).reshape(leaf.shape) + offset
+                row.append((np.roll(index, shift, axis=0) if rolled(leaf) else index).ravel())
+                offset += leaf.size
+            rows.append(np.concatenate(row))
+        return np.array(rows, dtype=int).reshape(num_rolls, self.dim)
+
 
 class Symmetry(NamedTuple):
     """Random maps that leave a target invariant: if x ~ p and u ~ N(0, I) of size

@@ -142,12 +142,13 @@ def test_mog40_covers_all_modes_with_right_weights_where_nuts_does_not():
 
 
 # "mixed" draws from the "independent" and "gaussian" proposals, so it checks both; with
-# anchors, from the anchor mixtures too.
+# anchors, from the anchor mixtures too, here with unequal prior weights on the anchors.
 ANCHORS_2D = Anchors(
     jnp.array([[1.5, 1.0], [0.0, 2.0], [-1.0, -1.0]]),
     jnp.array([True, True, True]),
     jnp.array(0.5),
     jnp.array([0.3, 0.8]),
+    jnp.log(jnp.array([1.0, 0.5, 0.25])),
 )
 
 
@@ -388,3 +389,39 @@ def test_dense_jacobian_proposal_warns_at_high_dimension():
     kernel = DiGS(standard_normal_50d, proposal="full", block_size=None)
     with pytest.warns(UserWarning, match='50 × 50 Jacobian.*proposal="diag"'):
         kernel.init(jax.random.PRNGKey(0), 10, None, (), {})
+
+
+def exchangeable_mixture(data):
+    means = numpyro.sample("means", dist.Normal(0.0, 5.0).expand([3]).to_event(1))
+    mixing = dist.Categorical(probs=jnp.full(3, 1 / 3))
+    with numpyro.plate("data", data.shape[0]):
+        numpyro.sample("obs", dist.MixtureSameFamily(mixing, dist.Normal(means, 1.0)), obs=data)
+
+
+def test_rolled_anchors_reach_relabelings_no_chain_visited():
+    """Three exchangeable components, modes 0.2 wide and 4 apart: each of the 3! orderings of
+    the means has weight 1/6. The chains start in the four orderings where the first mean is
+    not the lowest, so warmup records no anchor with that value in the first coordinate, and
+    without the anchors' site rolls the jumps rarely build the other two orderings (measured:
+    2 of 3 seeds off by more than the bound below, one of them never visiting two orderings;
+    with the rolls the largest error over 6 seeds was 0.041)."""
+    data = np.concatenate(
+        [np.random.default_rng(3).normal(loc, 1.0, 20) for loc in (-4.0, 0.0, 4.0)]
+    )
+    starts = [[0.0, -4.0, 4.0], [0.0, 4.0, -4.0], [4.0, -4.0, 0.0], [4.0, 0.0, -4.0]]
+    mcmc = MCMC(
+        DiGS(exchangeable_mixture),
+        num_warmup=300,
+        num_samples=1000,
+        num_chains=4,
+        chain_method="vectorized",
+        progress_bar=False,
+    )
+    mcmc.run(jax.random.PRNGKey(2), data, init_params={"means": jnp.array(starts)})
+    order = np.argsort(np.asarray(mcmc.get_samples()["means"]), axis=-1)
+    labels = order @ np.array([9, 3, 1])
+    frequencies = np.array([np.mean(labels == label) for label in np.unique(labels)])
+    assert len(frequencies) == 6
+    # The chains change ordering about every 4 draws: 5 standard errors of 1000 independent
+    # draws out of the 4000.
+    assert np.all(np.abs(frequencies - 1 / 6) < 5 * np.sqrt((1 / 6) * (5 / 6) / 1000))

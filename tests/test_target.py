@@ -33,6 +33,29 @@ def test_model_target_matches_numpyro_potential_and_constrains():
     assert np.all(np.asarray(unravelled["loc"]) == 0) and float(unravelled["scale"]) == 1
 
 
+def test_site_rolls_permute_short_sites_along_their_leading_axis():
+    def model():
+        numpyro.sample("means", dist.Normal(jnp.zeros(3), 1.0))
+        numpyro.sample("offset", dist.Normal(0.0, 1.0))
+        numpyro.sample("scales", dist.LogNormal(jnp.zeros((2, 2)), 1.0))
+        numpyro.sample("effects", dist.Normal(jnp.zeros(5), 1.0))
+
+    target, _ = make_target(KEY, model=model)
+    x = jnp.arange(13.0)
+    original = target.unravel_fn(x)
+    rolls = target.site_rolls(max_rolls=5, max_length=4)
+    assert rolls.shape == (2, 13)  # "effects" is too long; "means" (3) allows two rolls
+    for shift, roll in enumerate(rolls, start=1):
+        rolled = target.unravel_fn(x[roll])
+        for site in ("means", "scales"):
+            np.testing.assert_array_equal(rolled[site], np.roll(original[site], shift, axis=0))
+        for site in ("offset", "effects"):
+            np.testing.assert_array_equal(rolled[site], original[site])
+    assert target.site_rolls(max_rolls=1, max_length=4).shape == (1, 13)
+    assert target.site_rolls(max_rolls=5, max_length=5).shape == (4, 13)
+    assert target.site_rolls(max_rolls=5, max_length=1).shape == (0, 13)
+
+
 def test_batched_keys_give_one_start_per_chain():
     def model():
         numpyro.sample("x", dist.Normal(jnp.zeros(2), 1.0))

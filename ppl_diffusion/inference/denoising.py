@@ -221,6 +221,8 @@ class Anchors(NamedTuple):
     """One width for every coordinate of the joint mixture."""
     coordinate_bandwidth: Array
     """A width per coordinate for the per-coordinate mixtures."""
+    log_prior: Array | None = None
+    """Each row's log weight in the prior mixture, up to a constant (``None``: equal)."""
 
 
 ANCHOR_BANDWIDTHS = tuple(np.geomspace(0.01, 1.0, 15))
@@ -302,9 +304,10 @@ def anchor_mixture_proposals(
 
     Under the prior N(a_c, h² I), component c of the posterior has mean
     (a_c scale² + center h²) / (h² + scale²), variance h² scale² / (h² + scale²), and weight
-    ∝ N(center; a_c, (h² + scale²) I), counted over the ``block`` coordinates only when one is
-    given (the proposal then moves only those). Rows of ``anchors`` not ``valid`` get weight 0;
-    at least one must be valid.
+    ∝ w_c N(center; a_c, (h² + scale²) I), with w_c the row's prior weight
+    (``anchors.log_prior``), the normal counted over the ``block`` coordinates only when one
+    is given (the proposal then moves only those). Rows of ``anchors`` not ``valid`` get
+    weight 0; at least one must be valid.
     """
 
     def posterior(bandwidth, per_coordinate):
@@ -315,11 +318,12 @@ def anchor_mixture_proposals(
         log_likelihood = -0.5 * (center - points) ** 2 / variance
         if block is not None:
             log_likelihood = jnp.where(block, log_likelihood, 0.0)
-        log_likelihood = jnp.where(anchors.valid[:, None], log_likelihood, -jnp.inf)
+        log_prior = 0.0 if anchors.log_prior is None else anchors.log_prior
+        log_prior = jnp.where(anchors.valid, log_prior, -jnp.inf).astype(points.dtype)
         if per_coordinate:
-            log_weights = jax.nn.log_softmax(log_likelihood, axis=0)
+            log_weights = jax.nn.log_softmax(log_likelihood + log_prior[:, None], axis=0)
         else:
-            log_weights = jax.nn.log_softmax(log_likelihood.sum(-1))
+            log_weights = jax.nn.log_softmax(log_likelihood.sum(-1) + log_prior)
         return AnchorMixtureProposal(means, stddev, log_weights, per_coordinate)
 
     return (

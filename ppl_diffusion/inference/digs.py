@@ -188,6 +188,12 @@ NUM_ANCHORS = 20
 """Positions each chain keeps from warmup for the ``"mixed"`` jump proposal: the latest of
 those recorded every ``3 num_warmup / 80`` iterations, so at the end of warmup they span its
 last three quarters, and hold values the chains left early on."""
+MAX_SITE_ROLLS = 3
+MAX_ROLLED_SITE_LENGTH = 10
+"""Each anchor also enters the anchor mixtures with every latent site whose leading axis has
+2 to ``MAX_ROLLED_SITE_LENGTH`` entries rolled by 1 to ``MAX_SITE_ROLLS`` places along it
+(:meth:`~ppl_diffusion.target.Target.site_rolls`): exchangeable components are few, while a
+long vector site is most often per-group or per-feature parameters the data tell apart."""
 
 
 class LadderStatistics(NamedTuple):
@@ -405,9 +411,15 @@ class DiGS(AdaptiveKernel):
         proposal: the jump proposal of each level (see
             :func:`~ppl_diffusion.inference.denoising.jump_proposal`): ``"mixed"`` (default:
             flat, Gaussian and two anchor mixtures over :data:`NUM_ANCHORS` positions per
-            chain recorded over the last three quarters of warmup, pooled over vectorized chains),
-            ``"independent"``, ``"gaussian"``, or the moment-matched ``"full"``, ``"diag"``,
-            ``"iso"``.
+            chain recorded over the last three quarters of warmup, pooled over vectorized
+            chains, each also with its short latent sites rolled by 1 to
+            :data:`MAX_SITE_ROLLS` places along their leading axis), ``"independent"``,
+            ``"gaussian"``, or the moment-matched ``"full"``, ``"diag"``, ``"iso"``. The
+            rolled anchors are for exchangeable components (a mixture's, indexed by a plate or
+            a vector site), whose relabelings are modes of equal weight: a relabeling no chain
+            visited in warmup is then still proposed directly. They share half of the anchor
+            mixtures' prior weight, so where a site's entries are not exchangeable at most
+            half of the anchor jumps are spent on them.
         num_mala_steps: MALA steps on p(x | x̃) after each level's jump (default 0: the NUTS
             transition after the sweep does the local work).
         local_move: ``"nuts"`` (default): one NUTS transition on p(x) per iteration; ``None``:
@@ -564,10 +576,23 @@ class DiGS(AdaptiveKernel):
         if self.proposal != "mixed":
             return levels, None
         statistics = warmup.statistics
+        # Anchors record only the relabelings the chains happened to visit in warmup, and a
+        # relabeling changes several coordinates at once by whole mode separations, which
+        # the blind proposals almost never manage.
+        rolls = self.target.site_rolls(MAX_SITE_ROLLS, MAX_ROLLED_SITE_LENGTH)
+        copies = [statistics.anchors] + [statistics.anchors[..., roll] for roll in rolls]
+        recorded = jnp.concatenate([statistics.anchor_recorded] * len(copies))
         points, valid = self._pooled_anchors(
-            statistics.anchors, statistics.anchor_recorded, warmup.whitening, pool
+            jnp.concatenate(copies), recorded, warmup.whitening, pool
         )
-        return levels, Anchors(points, valid, *statistics.anchor_bandwidths)
+        if not len(rolls):
+            return levels, Anchors(points, valid, *statistics.anchor_bandwidths)
+        # The rolled copies together weigh as much as the anchors themselves: where a site's
+        # entries are not exchangeable, they are wasted proposals.
+        per_chain = np.repeat(np.r_[0.0, np.full(len(rolls), -np.log(len(rolls)))], NUM_ANCHORS)
+        num_chains = (points.shape[0] - 1) // per_chain.size
+        log_prior = jnp.asarray(np.r_[0.0, np.tile(per_chain, num_chains)], points.dtype)
+        return levels, Anchors(points, valid, *statistics.anchor_bandwidths, log_prior)
 
     def initial_step_sizes(self, dtype):
         # p(x | x̃) is no wider than σ/α, so a MALA step starts below that.
