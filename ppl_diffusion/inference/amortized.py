@@ -141,8 +141,11 @@ class NoisyTargetScore(eqx.Module):
         reference = None
         if self.reference_width is not None and draws is not None:
             draws = jax.lax.stop_gradient(draws)
-            # The floor keeps a coordinate the draws do not spread yet from pinning it.
-            variance = self.reference_width**2 * (draws.var(0) + 1e-6)
+            # The floor keeps a coordinate the draws do not spread yet from pinning it; it is
+            # relative, so that it stays negligible on any target's scale.
+            spread = draws.var(0)
+            floor = 1e-6 * jnp.mean(spread) + jnp.finfo(spread.dtype).tiny
+            variance = self.reference_width**2 * (spread + floor)
             reference = (draws.mean(0), variance)
 
         def one(key, x_t, alpha, sigma):

@@ -55,11 +55,8 @@ def _noise_term(x: Array, noisy: Array, alpha, sigma, block: Array | None):
     residual = noisy - alpha * x
     if block is not None:
         residual = jnp.where(block, residual, 0.0)
-    if jnp.ndim(sigma) == 0:
-        energy = jnp.sum(residual**2) / (2 * sigma**2)
-    else:  # one σ per coordinate: the posterior under a Gaussian reference
-        energy = jnp.sum(residual**2 / (2 * sigma**2))
-    return energy, -alpha * residual / sigma**2
+    # σ may be one per coordinate: the posterior under a Gaussian reference.
+    return jnp.sum(residual**2 / (2 * sigma**2)), -alpha * residual / sigma**2
 
 
 def denoising_logdensity(
@@ -503,12 +500,13 @@ def estimate_denoising_posterior(
     noise N(x_t/α, σ²/α² I) spreads particles far beyond the target's scale, where the
     gradients of a steep (quartic) target are too large for any MALA step; under g they start
     within it. ``mean_grad`` stays E[∇log p(x₀) | x_t] and ``log_normaliser`` is then that of
-    p(x₀) N(x_t; αx₀, σ²) relative to g's.
+    p(x₀) N(x_t; αx₀, σ²) over the normalised g.
     """
     if reference is not None:
         # The bridges' start g(x) N(x̃; αx, σ²) is the Gaussian N(center, scale²), and
         # π_k ∝ N(x; center, scale²) (p/g)^{β_k}: the flat-prior code below on log(p/g).
         reference_mean, reference_variance = reference
+        reference_density = GaussianProposal(reference_mean, jnp.sqrt(reference_variance))
         scale = 1.0 / jnp.sqrt(1.0 / reference_variance + alpha**2 / sigma**2)
         center = scale**2 * (reference_mean / reference_variance + alpha * noisy / sigma**2)
         estimate = estimate_denoising_posterior(
@@ -516,7 +514,7 @@ def estimate_denoising_posterior(
             center,
             1.0,
             scale,
-            lambda x: logdensity_fn(x) - _reference_logdensity(x, reference),
+            lambda x: logdensity_fn(x) - reference_density.log_prob(x),
             num_particles,
             num_bridges,
             num_mala_steps,
@@ -570,11 +568,6 @@ def estimate_denoising_posterior(
         points.logdensity_grad.mean(0),
         log_normaliser,
     )
-
-
-def _reference_logdensity(x: Array, reference: tuple[Array, Array]) -> Array:
-    mean, variance = reference
-    return -0.5 * jnp.sum((x - mean) ** 2 / variance)
 
 
 def denoising_score(noisy: Array, alpha, sigma, posterior_mean: Array) -> Array:
