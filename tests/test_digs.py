@@ -13,6 +13,7 @@ from ppl_diffusion.diagnostics import mode_coverage
 from ppl_diffusion.inference.denoising import Anchors, anchor_bandwidths, sample_denoising_posterior
 from ppl_diffusion.inference.digs import JumpsNeverAcceptedWarning, build_kernel, init, levels
 from ppl_diffusion.models import get_model
+from ppl_diffusion.models.multimodal import LABEL_DATA, exchangeable_mixture
 
 MEAN = jnp.array([1.0, -2.0])
 COV = jnp.array([[1.0, 0.8], [0.8, 2.0]])
@@ -391,23 +392,13 @@ def test_dense_jacobian_proposal_warns_at_high_dimension():
         kernel.init(jax.random.PRNGKey(0), 10, None, (), {})
 
 
-def exchangeable_mixture(data):
-    means = numpyro.sample("means", dist.Normal(0.0, 5.0).expand([3]).to_event(1))
-    mixing = dist.Categorical(probs=jnp.full(3, 1 / 3))
-    with numpyro.plate("data", data.shape[0]):
-        numpyro.sample("obs", dist.MixtureSameFamily(mixing, dist.Normal(means, 1.0)), obs=data)
-
-
 def test_rolled_anchors_reach_relabelings_no_chain_visited():
     """Three exchangeable components, modes 0.2 wide and 4 apart: each of the 3! orderings of
     the means has weight 1/6. The chains start in the four orderings where the first mean is
     not the lowest, so warmup records no anchor with that value in the first coordinate, and
     without the anchors' site rolls the jumps rarely build the other two orderings (measured:
     2 of 3 seeds off by more than the bound below, one of them never visiting two orderings;
-    with the rolls the largest error over 6 seeds was 0.041)."""
-    data = np.concatenate(
-        [np.random.default_rng(3).normal(loc, 1.0, 20) for loc in (-4.0, 0.0, 4.0)]
-    )
+    with the rolls the largest error over 6 seeds was 0.024)."""
     starts = [[0.0, -4.0, 4.0], [0.0, 4.0, -4.0], [4.0, -4.0, 0.0], [4.0, 0.0, -4.0]]
     mcmc = MCMC(
         DiGS(exchangeable_mixture),
@@ -417,7 +408,7 @@ def test_rolled_anchors_reach_relabelings_no_chain_visited():
         chain_method="vectorized",
         progress_bar=False,
     )
-    mcmc.run(jax.random.PRNGKey(2), data, init_params={"means": jnp.array(starts)})
+    mcmc.run(jax.random.PRNGKey(2), LABEL_DATA, init_params={"means": jnp.array(starts)})
     order = np.argsort(np.asarray(mcmc.get_samples()["means"]), axis=-1)
     labels = order @ np.array([9, 3, 1])
     frequencies = np.array([np.mean(labels == label) for label in np.unique(labels)])
