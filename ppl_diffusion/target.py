@@ -55,13 +55,15 @@ class Target:
         samples = jax.vmap(self.postprocess_fn)(flat)
         return jax.tree.map(lambda v: v.reshape(batch_shape + v.shape[1:]), samples)
 
+    def _site_shapes(self) -> list:
+        """The latent sites' unconstrained shapes (leaves of ``unravel_fn``'s output) in
+        ravel_pytree's order: the leaves in tree order, each raveled."""
+        return jax.tree.leaves(jax.eval_shape(self.unravel_fn, jnp.zeros(self.dim)))
+
     def coordinate_sites(self) -> np.ndarray:
         """The index of the latent site (leaf of ``unravel_fn``'s output) each coordinate
         belongs to, in the flat vector's order."""
-        sites = jax.eval_shape(self.unravel_fn, jnp.zeros(self.dim))
-        leaves = jax.tree.leaves(sites)
-        # ravel_pytree's order: the leaves in tree order, each raveled.
-        return np.concatenate([np.full(leaf.size, i) for i, leaf in enumerate(leaves)])
+        return np.concatenate([np.full(leaf.size, i) for i, leaf in enumerate(self._site_shapes())])
 
     def site_rolls(self, max_rolls: int, max_length: int) -> np.ndarray:
         """Permutations of the flat vector, one row per shift k = 1 … K: row k rolls by k
@@ -69,7 +71,7 @@ class Target:
         of exchangeable components indexes), every latent site whose leading axis has 2 to
         ``max_length`` entries, and leaves the other sites alone. K is the longest such axis
         less one, at most ``max_rolls``; without such a site there are no rows."""
-        sites = jax.tree.leaves(jax.eval_shape(self.unravel_fn, jnp.zeros(self.dim)))
+        sites = self._site_shapes()
 
         def rolled(leaf):
             return leaf.ndim > 0 and 2 <= leaf.shape[0] <= max_length
