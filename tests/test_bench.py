@@ -90,6 +90,19 @@ def test_quick_amortized_benchmark_compares_generator_with_mcmc(tmp_path, capsys
     assert "samples_per_s_vs_nuts" in capsys.readouterr().out
 
 
+def test_amortized_case_anneal_holds_the_rate_then_falls_to_zero_over_its_fraction():
+    from ppl_diffusion.benchmarks.amortized import AmortizedCase
+
+    fit = {"num_steps": 400, "learning_rate": 1e-4}
+    case = AmortizedCase("many_well", sampler={}, fit=fit, anneal_fraction=0.25)
+    schedule = case.fit_arguments()["learning_rate"]
+    rates = [float(schedule(step)) for step in (0, 299, 300, 350, 400)]
+    assert rates[:3] == pytest.approx([1e-4] * 3)
+    assert rates[3] == pytest.approx(0.5e-4)
+    assert rates[4] == 0.0
+    assert AmortizedCase("many_well", sampler={}, fit=fit).fit_arguments() == fit
+
+
 @pytest.mark.slow
 def test_quick_noisy_score_benchmark_writes_results(tmp_path):
     from ppl_diffusion.benchmarks.noisy_score import run_noisy_score_benchmark
