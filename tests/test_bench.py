@@ -115,3 +115,16 @@ def test_quick_noisy_score_benchmark_writes_results(tmp_path):
         assert all(np.isfinite(row["relative_sd"]) for row in rows)
     assert json.loads((tmp_path / "noisy_score_quick.json").read_text()) == results
     assert (tmp_path / "noisy_score_quick.png").stat().st_size > 0
+
+
+def test_disjoint_sets_split_the_draws_evenly_into_at_most_the_set_count():
+    from ppl_diffusion.benchmarks.amortized import DW4_SETS, disjoint_sets
+
+    # 16 chains' worth of draws in chain order: every set must reach the first and last chains.
+    draws = np.arange(16_000)
+    sets = disjoint_sets(draws, 1000)
+    assert len(sets) == DW4_SETS and all(len(s) == 1000 for s in sets)
+    together = np.concatenate(sets)
+    assert len(np.unique(together)) == len(together)
+    assert all(s.min() < 20 and s.max() > 16_000 - 20 for s in sets)
+    assert len(disjoint_sets(draws[:2500], 1000)) == 2

@@ -139,8 +139,32 @@ def test_dw4_benchmark_quality_uses_the_published_protocol():
     test = dw4.load_configurations("test")[:200]
     validation = dw4.load_configurations("val")[:200]
     same = quality(test, test, builtin)
-    assert same == pytest.approx({"w2": 0.0, "w2_up_to_symmetry": 0.0, "energy_w2": 0.0}, abs=1e-6)
+    assert same == pytest.approx(
+        {"w2": 0.0, "w2_up_to_symmetry": 0.0, "energy_w2": 0.0, "energy_w2_sd": 0.0, "num_sets": 1},
+        abs=1e-6,
+    )
     floor = quality(validation, test, builtin)
     # Orientation and labelling dominate the plain W2; the energies differ least.
     assert floor["w2"] > 3 * floor["w2_up_to_symmetry"] > 0
     assert 0 < floor["energy_w2"] < 1.0
+
+
+@needs_dw4_data
+def test_dw4_benchmark_quality_averages_disjoint_sets_of_the_reference_size():
+    from ppl_diffusion.benchmarks.amortized import quality
+    from ppl_diffusion.models import get_model
+
+    builtin = get_model("dw4")
+    test = dw4.load_configurations("test")[:100]
+    validation = dw4.load_configurations("val")[:300]
+    # Three sets, interleaved over the draws: rows 0, 3, 6, ...; 1, 4, 7, ...; 2, 5, 8, ...
+    per_set = [quality(validation[k::3], test, builtin) for k in range(3)]
+    pooled = quality(validation, test, builtin)
+    assert pooled["num_sets"] == 3
+    for name in ("w2", "w2_up_to_symmetry", "energy_w2"):
+        assert pooled[name] == pytest.approx(np.mean([row[name] for row in per_set]), rel=1e-12)
+    energies = [row["energy_w2"] for row in per_set]
+    assert pooled["energy_w2_sd"] == pytest.approx(np.std(energies), rel=1e-12)
+    assert pooled["energy_w2_sd"] > 0
+    with pytest.raises(ValueError, match="at least 100 draws"):
+        quality(validation[:99], test, builtin)

@@ -112,7 +112,7 @@ def aligned_squared_distances(a, b) -> np.ndarray:
     for permutation in _PERMUTATIONS:
         # max over rotations of tr(R Hᵀ) is |(H00 + H11, H01 − H10)|; over reflections the same
         # with the signs swapped.
-        h = np.einsum("ikx,jky->ijxy", first, second[:, permutation])
+        h = np.einsum("ikx,jky->ijxy", first, second[:, permutation], optimize=True)
         rotated = np.hypot(h[..., 0, 0] + h[..., 1, 1], h[..., 0, 1] - h[..., 1, 0])
         reflected = np.hypot(h[..., 0, 0] - h[..., 1, 1], h[..., 0, 1] + h[..., 1, 0])
         best = np.maximum(best, np.maximum(rotated, reflected))
