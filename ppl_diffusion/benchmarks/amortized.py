@@ -100,7 +100,9 @@ def cases(quick: bool) -> list[AmortizedCase]:
             "many_well",
             sampler={"width": 256, "depth": 3, "output_scale": 2.0},
             # At a constant rate the occupancy error fell to 0.036 by step 3600, then drifted
-            # up to 0.155 (one pair of wells emptied after another) by step 5200 and stayed.
+            # up to 0.155 (every pair in its heavier well) by step 5200 and stayed. The exact
+            # noisy score drifts the same way, faster (benchmarks/README.md): the anneal stops
+            # training on its way through the right occupancy.
             fit={
                 "num_steps": 4000,
                 "batch_size": 256,
