@@ -15,18 +15,19 @@ import equinox as eqx
 import jax
 import numpy as np
 
-from ppl_diffusion.benchmarks.amortized import NUM_POINTS, mode_metric, quality
+from ppl_diffusion.benchmarks.amortized import NUM_POINTS, cases, mode_metric, quality
 from ppl_diffusion.benchmarks.report import format_table, new_figure, write_report
 from ppl_diffusion.inference.amortized import DiffusiveSampler
 from ppl_diffusion.models import get_model, many_well
 
+case = next(c for c in cases(quick=False) if c.name == "many_well")
 parser = argparse.ArgumentParser()
 parser.add_argument("--score", choices=("estimate", "exact"), default="estimate")
 parser.add_argument("--weight-exponent", type=float, default=2.0)
 parser.add_argument("--steps", type=int, default=3000)
-parser.add_argument("--learning-rate", type=float, default=1e-4)
-parser.add_argument("--score-steps", type=int, default=10)
-parser.add_argument("--width", type=int, default=256)
+parser.add_argument("--learning-rate", type=float, default=case.fit["learning_rate"])
+parser.add_argument("--score-steps", type=int, default=case.fit["score_steps"])
+parser.add_argument("--width", type=int, default=case.sampler["width"])
 parser.add_argument("--beta-min", type=float, default=1e-4)
 parser.add_argument("--particles", type=int, default=10)
 parser.add_argument("--bridges", type=int, default=15)
@@ -54,9 +55,7 @@ sampler_class = ExactScoreSampler if args.score == "exact" else DiffusiveSampler
 sampler = sampler_class(
     builtin.model,
     seed=0,
-    width=args.width,
-    depth=3,
-    output_scale=2.0,
+    **case.sampler | {"width": args.width},
     weight_exponent=args.weight_exponent,
     beta_min=args.beta_min,
     num_particles=args.particles,
@@ -65,11 +64,12 @@ sampler = sampler_class(
 )
 history = sampler.fit(
     keys[2],
-    num_steps=args.steps,
-    batch_size=256,
-    score_steps=args.score_steps,
-    learning_rate=args.learning_rate,
-    score_learning_rate=1e-3,
+    **case.fit
+    | {
+        "num_steps": args.steps,
+        "score_steps": args.score_steps,
+        "learning_rate": args.learning_rate,
+    },
     eval_every=200,
     eval_fn=lambda draws: mode_metric(np.asarray(draws), reference, builtin),
     progress_bar=False,

@@ -22,10 +22,15 @@ DIM = 2 * NUM_PAIRS
 _GRID = np.linspace(-4.0, 4.0, 200_001)
 
 
+def _log_well(x):
+    """Unnormalised log density of one double-well coordinate (NumPy or JAX arrays)."""
+    return -(x**4) + 6 * x**2 + 0.5 * x
+
+
 def log_density(x: jax.Array) -> jax.Array:
     """Unnormalised log density of ``(..., 32)`` points; even coordinates are the wells."""
     wells, gaussians = x[..., 0::2], x[..., 1::2]
-    return jnp.sum(-(wells**4) + 6 * wells**2 + 0.5 * wells - 0.5 * gaussians**2, axis=-1)
+    return jnp.sum(_log_well(wells) - 0.5 * gaussians**2, axis=-1)
 
 
 def model():
@@ -35,7 +40,7 @@ def model():
 
 @lru_cache(maxsize=1)
 def _well_table():
-    log_w = -(_GRID**4) + 6 * _GRID**2 + 0.5 * _GRID
+    log_w = _log_well(_GRID)
     w = np.exp(log_w - log_w.max())
     dx = _GRID[1] - _GRID[0]
     cdf = np.cumsum(w) * dx
@@ -71,7 +76,7 @@ def noisy_score(noisy: jax.Array, alpha: jax.Array, sigma: jax.Array) -> jax.Arr
     coordinate's is −x_t/(α² + σ²)."""
     # The wells' density is below e⁻³⁰ of its peak outside ±3.5.
     grid = jnp.linspace(-3.5, 3.5, 1401, dtype=noisy.dtype)
-    log_well = -(grid**4) + 6 * grid**2 + 0.5 * grid
+    log_well = _log_well(grid)
     alpha, sigma = alpha[:, None], sigma[:, None]
     wells, gaussians = noisy[:, 0::2], noisy[:, 1::2]
     log_posterior = log_well - 0.5 * (wells[..., None] - alpha[..., None] * grid) ** 2 / (
