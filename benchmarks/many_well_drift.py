@@ -11,12 +11,22 @@ from the defaults>.{json,txt,png}.
 import argparse
 from pathlib import Path
 
-import equinox as eqx
 import jax
 import numpy as np
 
-from ppl_diffusion.benchmarks.amortized import NUM_POINTS, cases, mode_metric, quality
-from ppl_diffusion.benchmarks.report import format_table, new_figure, write_report
+from ppl_diffusion.benchmarks.amortized import (
+    NUM_POINTS,
+    ExactNoisyScore,
+    cases,
+    mode_metric,
+    quality,
+)
+from ppl_diffusion.benchmarks.report import (
+    changed_settings_label,
+    format_table,
+    new_figure,
+    write_report,
+)
 from ppl_diffusion.inference.amortized import DiffusiveSampler
 from ppl_diffusion.models import get_model, many_well
 
@@ -35,17 +45,10 @@ parser.add_argument("--mala-steps", type=int, default=5)
 args = parser.parse_args()
 
 
-class ExactNoisyScore(eqx.Module):
-    """Stands in for the sampler's estimate of the target's noisy score."""
-
-    def __call__(self, key, noisy, alpha, sigma, draws=None):
-        return many_well.noisy_score(noisy, alpha, sigma)
-
-
 class ExactScoreSampler(DiffusiveSampler):
     @property
     def target_score(self):
-        return ExactNoisyScore()
+        return ExactNoisyScore(many_well.noisy_score)
 
 
 builtin = get_model("many_well")
@@ -105,10 +108,10 @@ axis.axhline(
 axis.set_xlabel("generator step")
 axis.set_ylabel("well-occupancy error")
 axis.legend()
-changed = [
-    f"{k}_{v:g}" if isinstance(v, float) else f"{k}_{v}"
-    for k, v in vars(args).items()
-    if v != parser.get_default(k)
-]
-label = "_".join(changed) or "defaults"
-write_report(Path("benchmarks/results/many_well_drift"), label, results, table, figure)
+write_report(
+    Path("benchmarks/results/many_well_drift"),
+    changed_settings_label(parser, args),
+    results,
+    table,
+    figure,
+)

@@ -90,6 +90,17 @@ def write_report(out_dir: Path, stem: str, results: dict, table: str, figure) ->
     return json_path
 
 
+def changed_settings_label(parser, args) -> str:
+    """A file stem naming the command-line settings that differ from ``parser``'s defaults
+    (``defaults`` when none do), so each script run keeps its own result files."""
+    changed = [
+        f"{name}_{value:g}" if isinstance(value, float) else f"{name}_{value}"
+        for name, value in vars(args).items()
+        if value != parser.get_default(name)
+    ]
+    return "_".join(changed) or "defaults"
+
+
 class UnknownCaseError(ValueError):
     """A benchmark case asked for by name that the suite does not have."""
 

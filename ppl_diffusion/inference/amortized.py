@@ -572,32 +572,15 @@ class DiffusiveSampler:
         if jax.dtypes.issubdtype(jnp.asarray(rng_key).dtype, jax.dtypes.prng_key):
             # Checkpoints hold the key as raw data, whichever style the caller uses.
             rng_key = jax.random.key_data(rng_key)
-        generator_optimizer = make_optimizer(learning_rate, clip_norm)
-        if self.objective == "dikl":
-            config = DiKLConfig(
-                self.target_score,
-                self.alphas,
-                self.sigmas,
-                self.weight_exponent,
-                batch_size,
-                score_steps,
-                ema_decay,
-                generator_optimizer,
-                make_optimizer(score_learning_rate or learning_rate, clip_norm),
-                self._rows,
-            )
-            train_step = dikl_step
-        else:
-            config = VarDiUConfig(
-                self.target_score,
-                *self.sigma_range,
-                batch_size,
-                ema_decay,
-                generator_optimizer,
-                make_optimizer(encoder_learning_rate or learning_rate, clip_norm),
-                self._rows,
-            )
-            train_step = vardiu_step
+        config, train_step = self.training_config(
+            batch_size,
+            learning_rate,
+            score_learning_rate,
+            score_steps,
+            encoder_learning_rate,
+            ema_decay,
+            clip_norm,
+        )
         state = self._current_state(rng_key)
         if checkpoint_path is not None:
             checkpoint_path = _writable_checkpoint_path(checkpoint_path)
@@ -644,6 +627,44 @@ class DiffusiveSampler:
                 self._write_checkpoint(checkpoint_path, state)
         self._commit(state)
         return self.history
+
+    def training_config(
+        self,
+        batch_size: int,
+        learning_rate: float | optax.Schedule,
+        score_learning_rate: float | optax.Schedule | None,
+        score_steps: int,
+        encoder_learning_rate: float | optax.Schedule | None,
+        ema_decay: float,
+        clip_norm: float,
+    ) -> tuple[DiKLConfig | VarDiUConfig, Callable]:
+        """The config and step function (:func:`dikl_step` or :func:`vardiu_step`) that
+        :meth:`fit` trains with, for driving the steps by hand."""
+        generator_optimizer = make_optimizer(learning_rate, clip_norm)
+        if self.objective == "dikl":
+            config = DiKLConfig(
+                self.target_score,
+                self.alphas,
+                self.sigmas,
+                self.weight_exponent,
+                batch_size,
+                score_steps,
+                ema_decay,
+                generator_optimizer,
+                make_optimizer(score_learning_rate or learning_rate, clip_norm),
+                self._rows,
+            )
+            return config, dikl_step
+        config = VarDiUConfig(
+            self.target_score,
+            *self.sigma_range,
+            batch_size,
+            ema_decay,
+            generator_optimizer,
+            make_optimizer(encoder_learning_rate or learning_rate, clip_norm),
+            self._rows,
+        )
+        return config, vardiu_step
 
     def _replicate(self, tree):
         arrays, static = eqx.partition(tree, eqx.is_array)
