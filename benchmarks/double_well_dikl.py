@@ -28,7 +28,7 @@ from ppl_diffusion.benchmarks.amortized import ExactNoisyScore, cases
 from ppl_diffusion.inference.amortized import DiffusiveSampler, DiKLState, Generator
 from ppl_diffusion.models import many_well
 
-case = next(c for c in cases(quick=False) if c.name == "many_well")
+(case,) = report.select_cases(cases(quick=False), ["many_well"])
 parser = argparse.ArgumentParser()
 parser.add_argument("--generator-score", choices=("learned", "exact"), default="learned")
 parser.add_argument("--weight-exponent", type=float, default=2.0)

@@ -25,12 +25,13 @@ from ppl_diffusion.benchmarks.report import (
     changed_settings_label,
     format_table,
     new_figure,
+    select_cases,
     write_report,
 )
 from ppl_diffusion.inference.amortized import DiffusiveSampler
 from ppl_diffusion.models import get_model, many_well
 
-case = next(c for c in cases(quick=False) if c.name == "many_well")
+(case,) = select_cases(cases(quick=False), ["many_well"])
 parser = argparse.ArgumentParser()
 parser.add_argument("--score", choices=("estimate", "exact"), default="estimate")
 parser.add_argument("--weight-exponent", type=float, default=2.0)

@@ -314,6 +314,30 @@ def test_invalid_sampler_configuration_is_rejected(kwargs, message):
         DiffusiveSampler(four_modes, **kwargs)
 
 
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"score_steps": 0}, "score_steps"),
+        ({"ema_decay": 1.0}, "ema_decay"),
+    ],
+)
+def test_training_settings_are_checked_when_the_steps_are_driven_by_hand(settings, message):
+    defaults = {
+        "batch_size": 8,
+        "learning_rate": 1e-3,
+        "score_learning_rate": None,
+        "score_steps": None,
+        "encoder_learning_rate": None,
+        "ema_decay": 0.999,
+        "clip_norm": 10.0,
+    }
+    with pytest.raises(ValueError, match=message):
+        DiffusiveSampler(four_modes).training_config(**defaults | settings)
+    with pytest.raises(ValueError, match="num_steps"):
+        DiffusiveSampler(four_modes).fit(jax.random.PRNGKey(0), -1, progress_bar=False)
+
+
 @pytest.mark.parametrize("num_samples", [-1, 0, 2.5])
 def test_a_sample_count_that_is_not_a_positive_integer_is_rejected(num_samples):
     sampler = small_sampler()

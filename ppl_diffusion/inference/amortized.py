@@ -555,20 +555,8 @@ class DiffusiveSampler:
         The training step is compiled once per sampler and settings; later ``fit`` calls with
         the same settings reuse it.
         """
-        if self.objective == "dikl" and encoder_learning_rate is not None:
-            raise ValueError("`encoder_learning_rate` is for objective='vardiu'; DiKL has none.")
-        if self.objective == "vardiu" and (
-            score_learning_rate is not None or score_steps is not None
-        ):
-            raise ValueError(
-                "`score_learning_rate` and `score_steps` are for objective='dikl'; VarDiU "
-                "trains an encoder (`encoder_learning_rate`)."
-            )
-        score_steps = 10 if score_steps is None else score_steps
-        if num_steps < 0 or batch_size < 1 or score_steps < 1:
-            raise ValueError("`num_steps` ≥ 0, `batch_size` ≥ 1 and `score_steps` ≥ 1 required.")
-        if not 0 <= ema_decay < 1:
-            raise ValueError(f"`ema_decay` must be in [0, 1), got {ema_decay}.")
+        if num_steps < 0:
+            raise ValueError(f"`num_steps` must be ≥ 0, got {num_steps}.")
         if jax.dtypes.issubdtype(jnp.asarray(rng_key).dtype, jax.dtypes.prng_key):
             # Checkpoints hold the key as raw data, whichever style the caller uses.
             rng_key = jax.random.key_data(rng_key)
@@ -633,13 +621,28 @@ class DiffusiveSampler:
         batch_size: int,
         learning_rate: float | optax.Schedule,
         score_learning_rate: float | optax.Schedule | None,
-        score_steps: int,
+        score_steps: int | None,
         encoder_learning_rate: float | optax.Schedule | None,
         ema_decay: float,
         clip_norm: float,
     ) -> tuple[DiKLConfig | VarDiUConfig, Callable]:
         """The config and step function (:func:`dikl_step` or :func:`vardiu_step`) that
-        :meth:`fit` trains with, for driving the steps by hand."""
+        :meth:`fit` trains with, for driving the steps by hand; the settings are
+        :meth:`fit`'s, checked the same way."""
+        if self.objective == "dikl" and encoder_learning_rate is not None:
+            raise ValueError("`encoder_learning_rate` is for objective='vardiu'; DiKL has none.")
+        if self.objective == "vardiu" and (
+            score_learning_rate is not None or score_steps is not None
+        ):
+            raise ValueError(
+                "`score_learning_rate` and `score_steps` are for objective='dikl'; VarDiU "
+                "trains an encoder (`encoder_learning_rate`)."
+            )
+        score_steps = 10 if score_steps is None else score_steps
+        if batch_size < 1 or score_steps < 1:
+            raise ValueError("`batch_size` ≥ 1 and `score_steps` ≥ 1 required.")
+        if not 0 <= ema_decay < 1:
+            raise ValueError(f"`ema_decay` must be in [0, 1), got {ema_decay}.")
         generator_optimizer = make_optimizer(learning_rate, clip_norm)
         if self.objective == "dikl":
             config = DiKLConfig(
