@@ -435,6 +435,12 @@ class DiGS(AdaptiveKernel):
         adapt_metric, dense_mass: estimate a diagonal (default) or dense metric in Stan's
             warmup windows and run the whole kernel in its whitened coordinates.
         init_strategy: NumPyro initialisation strategy.
+        auto_reparam: partially non-centre each latent ``Normal`` site whose location or scale
+            depends on other latent sites, as far as the data allow, so that hierarchical
+            models written centred and funnels sample correctly (a short NUTS pilot decides;
+            see :mod:`ppl_diffusion.reparam`, and ``kernel.centering`` for the choice). The
+            draws are of the sites as written. Skipped when ``init_params`` are given
+            (they are in the model's own coordinates) or the model's data are traced.
 
     Extra fields: ``accept_prob`` (the NUTS move's, or without one the mean jump
     acceptance), ``jump_accept_prob`` and ``mala_accept_prob`` (per level),
@@ -463,6 +469,7 @@ class DiGS(AdaptiveKernel):
         adapt_metric: bool = True,
         dense_mass: bool = False,
         init_strategy: Callable = init_to_uniform,
+        auto_reparam: bool = True,
     ):
         super().__init__(
             model,
@@ -473,6 +480,7 @@ class DiGS(AdaptiveKernel):
             dense_mass,
             target_accept_prob,
             step_size,
+            auto_reparam,
         )
         self.adaptive_ladder = schedule is None
         schedule = default_schedule(num_levels) if schedule is None else schedule

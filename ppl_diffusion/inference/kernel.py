@@ -7,7 +7,8 @@ where ``parameters`` are whatever else of the algorithm warmup tunes (DiGS's noi
 The template owns everything the kernels would otherwise repeat:
 
 - building the flat unconstrained target from the model (:mod:`ppl_diffusion.target`) and
-  batching chains for ``chain_method="vectorized"``;
+  batching chains for ``chain_method="vectorized"``, with centred hierarchical normal sites
+  first partially non-centred as far as the data allow (:mod:`ppl_diffusion.reparam`);
 - key splitting, the iteration counter, and the running tally of rejected non-finite proposals
   (with a warning at 10, 100, 1000, … that costs nothing per iteration);
 - Stan-style warmup (:class:`WarmupAdaptation`): dual averaging of every step size the core
@@ -37,6 +38,12 @@ from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.mcmc import MCMCKernel
 from numpyro.util import identity, is_prng_key
 
+from ppl_diffusion.reparam import (
+    choose_centering,
+    hidden_site_names,
+    hierarchical_normal_sites,
+    reparameterize,
+)
 from ppl_diffusion.target import Target, make_target
 
 Array = jax.Array
@@ -408,6 +415,7 @@ class AdaptiveKernel(MCMCKernel):
         dense_mass: bool = False,
         target_accept_prob: float = 0.8,
         step_size: float = 1.0,
+        auto_reparam: bool = True,
     ):
         if (model is None) == (potential_fn is None):
             raise ValueError("Give exactly one of `model` or `potential_fn`.")
@@ -427,10 +435,56 @@ class AdaptiveKernel(MCMCKernel):
         self._target: Target | None = None
         self._warmup: WarmupAdaptation | None = None
         self._batched = False
+        self.auto_reparam = bool(auto_reparam)
+        self._centering: dict[str, np.ndarray] | None = None
 
     @property
     def model(self):
         return self._model
+
+    @property
+    def centering(self) -> dict[str, np.ndarray]:
+        """Per hierarchical normal site, the centredness of each element the sampler runs at
+        (:mod:`ppl_diffusion.reparam`; 1 is the model as written), chosen at the first ``init``
+        and kept for later runs; empty before it, without ``auto_reparam`` or when the model
+        has no such site."""
+        return {} if self._centering is None else self._centering
+
+    def _model_to_sample(self, model_args: tuple, model_kwargs: dict) -> Callable | None:
+        data = jax.tree.leaves((model_args, model_kwargs))
+        # A pilot needs the data's values, which a caller tracing the data does not have.
+        if (
+            self._model is None
+            or not self.auto_reparam
+            or any(isinstance(leaf, jax.core.Tracer) for leaf in data)
+        ):
+            return self._model
+        if self._centering is None:
+            # Chosen once per kernel, from the model alone (a fixed pilot key), so every
+            # chain, however NumPyro maps them, samples the same parameterisation.
+            with jax.ensure_compile_time_eval():
+                centering = {}
+                sites = hierarchical_normal_sites(self._model, model_args, model_kwargs)
+                if sites:
+                    # A model the sampler cannot start on gets make_target's errors, not the
+                    # pilot's.
+                    make_target(
+                        jax.random.PRNGKey(0),
+                        model=self._model,
+                        model_args=model_args,
+                        model_kwargs=model_kwargs,
+                        init_strategy=self._init_strategy,
+                    )
+                    centering = choose_centering(
+                        jax.random.PRNGKey(0),
+                        self._model,
+                        sites,
+                        model_args,
+                        model_kwargs,
+                        self._init_strategy,
+                    )
+            self._centering = centering
+        return reparameterize(self._model, self._centering)
 
     @property
     def target(self) -> Target | None:
@@ -512,9 +566,15 @@ class AdaptiveKernel(MCMCKernel):
             rng_key, key_init = keys[:, 0], keys[:, 1]
         else:
             rng_key, key_init = jax.random.split(rng_key)
+        # `init_params` are in the coordinates of the model as written.
+        model = (
+            self._model
+            if init_params is not None
+            else self._model_to_sample(model_args, model_kwargs)
+        )
         self._target, positions = make_target(
             key_init,
-            model=self._model,
+            model=model,
             potential_fn=self._potential_fn,
             init_params=init_params,
             model_args=model_args,
@@ -615,7 +675,11 @@ class AdaptiveKernel(MCMCKernel):
     def postprocess_fn(self, model_args, model_kwargs):
         if self._target is None:
             return identity
-        return self._target.for_data(model_args, model_kwargs).postprocess_sites
+        postprocess = self._target.for_data(model_args, model_kwargs).postprocess_sites
+        hidden = hidden_site_names(self.centering)
+        if not hidden:
+            return postprocess
+        return lambda z: {k: v for k, v in postprocess(z).items() if k not in hidden}
 
     def get_diagnostics_str(self, state):
         return "step size " + " ".join(

@@ -368,7 +368,12 @@ class PseudoGibbs(AdaptiveKernel):
             iso_variance = noisy_model.iso_variance if iso_variance is None else iso_variance
             curvature_fn = noisy_model.curvature
         super().__init__(
-            model, potential_fn, init_strategy, adapt_step_size=False, adapt_metric=False
+            model,
+            potential_fn,
+            init_strategy,
+            adapt_step_size=False,
+            adapt_metric=False,
+            auto_reparam=False,
         )
         self._kernel = build_kernel(sigma, covariance, num_probes, iso_variance, curvature_fn)
         self.sigma, self.covariance = float(sigma), covariance

@@ -174,6 +174,8 @@ class ParallelTempering(AdaptiveKernel):
             MALA).
         adapt_metric, dense_mass: a diagonal (default) or dense metric adapted in Stan's warmup
             windows from the β = 1 replica; every replica moves in its whitened coordinates.
+        auto_reparam: as for :class:`~ppl_diffusion.inference.digs.DiGS`: hierarchical normal
+            sites are partially non-centred as far as the data allow.
 
     Extra fields: ``accept_prob`` (the β = 1 replica's local move), ``local_accept_prob`` (per
     temperature), ``swap_accept_prob`` (per adjacent pair), ``diverging``,
@@ -195,6 +197,7 @@ class ParallelTempering(AdaptiveKernel):
         adapt_metric: bool = True,
         dense_mass: bool = False,
         init_strategy: Callable = init_to_uniform,
+        auto_reparam: bool = True,
     ):
         if target_accept_prob is None:
             target_accept_prob = 0.8 if local_move == "nuts" else 0.574
@@ -207,6 +210,7 @@ class ParallelTempering(AdaptiveKernel):
             dense_mass,
             target_accept_prob,
             step_size,
+            auto_reparam,
         )
         self.betas = (
             geometric_ladder(num_temperatures, min_beta)
