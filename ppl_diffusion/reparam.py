@@ -14,8 +14,8 @@ parameterisation of Gorinova, Moore & Hoffman (2020): ``x̂ ~ Normal(c · loc, s
 (c = 1 is the model as written, c = 0 fully non-centred). For a normal likelihood of precision
 λ on an element of ``x``, c = λ s² / (1 + λ s²) makes that element's conditional posterior the
 same whatever ``scale`` s is, so neither funnel appears. λ is read off the model as the
-curvature of its log density in that element beyond the site's own prior, and both λ and s are
-averaged over the pilot's draws. Applied with NumPyro's
+curvature of its log density in that element beyond the site's own prior, and c is averaged
+over the pilot's draws. Applied with NumPyro's
 :class:`~numpyro.infer.reparam.LocScaleReparam`; the sampler's draws of ``x`` are the model's.
 """
 
@@ -69,7 +69,10 @@ def hierarchical_normal_sites(model: Callable, model_args=(), model_kwargs=None)
     for name, site in traces[0].items():
         if site["type"] != "sample" or site["is_observed"]:
             continue
-        first, second = _normal_base(site["fn"]), _normal_base(traces[1][name]["fn"])
+        other = traces[1].get(name)
+        if other is None:  # a site the model draws only at some values of the others
+            continue
+        first, second = _normal_base(site["fn"]), _normal_base(other["fn"])
         if first is None or second is None:
             continue
         same = np.allclose(first.loc, second.loc) and np.allclose(first.scale, second.scale)
@@ -145,17 +148,20 @@ def choose_centering(
     return centering
 
 
+def _decentred(centering: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The sites :func:`reparameterize` changes: those not centred enough throughout."""
+    return {site: c for site, c in centering.items() if np.min(c) < CENTRED_ENOUGH}
+
+
 def reparameterize(model: Callable, centering: dict[str, np.ndarray]) -> Callable:
     """``model`` with each site of ``centering`` partially centred as the module describes;
     sites centred at least :data:`CENTRED_ENOUGH` throughout are left as written."""
     config = {
-        site: LocScaleReparam(centered=jnp.asarray(c))
-        for site, c in centering.items()
-        if np.min(c) < CENTRED_ENOUGH
+        site: LocScaleReparam(centered=jnp.asarray(c)) for site, c in _decentred(centering).items()
     }
     return handlers.reparam(model, config=config) if config else model
 
 
 def hidden_site_names(centering: dict[str, np.ndarray]) -> set[str]:
     """The latent sites :func:`reparameterize` adds, which the user's model does not have."""
-    return {site + DECENTERED_SUFFIX for site, c in centering.items() if np.min(c) < CENTRED_ENOUGH}
+    return {site + DECENTERED_SUFFIX for site in _decentred(centering)}
