@@ -81,12 +81,6 @@ def hierarchical_normal_sites(model: Callable, model_args=(), model_kwargs=None)
     return sites
 
 
-def _site_scale(model, model_args, model_kwargs, params: dict, site: str) -> jax.Array:
-    seeded = handlers.seed(handlers.substitute(model, data=params), jax.random.PRNGKey(0))
-    fn = handlers.trace(seeded).get_trace(*model_args, **model_kwargs)[site]["fn"]
-    return jnp.broadcast_to(_normal_base(fn).scale, jnp.shape(params[site]))
-
-
 def choose_centering(
     rng_key: jax.Array,
     model: Callable,
@@ -128,7 +122,8 @@ def choose_centering(
         hessian_diagonal = jnp.mean(
             jax.vmap(lambda p: p * jax.jvp(gradient, (value,), (p,))[1])(probes), axis=0
         )
-        scale = _site_scale(model, model_args, model_kwargs, params, site)
+        _, trace = log_density(model, model_args, model_kwargs, params)
+        scale = jnp.broadcast_to(_normal_base(trace[site]["fn"]).scale, jnp.shape(value))
         precision = jnp.maximum(-hessian_diagonal - scale**-2, 0.0)
         return precision * scale**2 / (1 + precision * scale**2)
 

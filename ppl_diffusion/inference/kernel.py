@@ -450,12 +450,16 @@ class AdaptiveKernel(MCMCKernel):
         has no such site."""
         return {} if self._centering is None else self._centering
 
-    def _model_to_sample(self, model_args: tuple, model_kwargs: dict) -> Callable | None:
+    def _model_to_sample(
+        self, init_params, model_args: tuple, model_kwargs: dict
+    ) -> Callable | None:
         data = jax.tree.leaves((model_args, model_kwargs))
-        # A pilot needs the data's values, which a caller tracing the data does not have.
+        # `init_params` are in the coordinates of the model as written; a pilot needs the
+        # data's values, which a caller tracing the data does not have.
         if (
             self._model is None
             or not self.auto_reparam
+            or init_params is not None
             or any(isinstance(leaf, jax.core.Tracer) for leaf in data)
         ):
             return self._model
@@ -566,15 +570,9 @@ class AdaptiveKernel(MCMCKernel):
             rng_key, key_init = keys[:, 0], keys[:, 1]
         else:
             rng_key, key_init = jax.random.split(rng_key)
-        # `init_params` are in the coordinates of the model as written.
-        model = (
-            self._model
-            if init_params is not None
-            else self._model_to_sample(model_args, model_kwargs)
-        )
         self._target, positions = make_target(
             key_init,
-            model=model,
+            model=self._model_to_sample(init_params, model_args, model_kwargs),
             potential_fn=self._potential_fn,
             init_params=init_params,
             model_args=model_args,
