@@ -1,7 +1,9 @@
 """Is many_well's drift into the heavier wells DiKL's own dynamics, or its learned scores'?
 One of many_well's double-well coordinates alone (1-D), trained by `dikl_step` with the target's
 exact noisy score and the generator's noisy score either learned (`--generator-score learned`,
-as the library trains) or exact (`--generator-score exact`).
+as the library trains by default), exact (`--generator-score exact`) or from a pool of 4096
+fresh generator draws per step wherever their effective size reaches 32, learned elsewhere
+(`--generator-score pooled`: the sampler's `pool_size=4096`).
 
 python benchmarks/double_well_dikl.py --generator-score exact [--weight-exponent 2] [--steps 2000]
 
@@ -30,7 +32,7 @@ from ppl_diffusion.models import many_well
 
 (case,) = report.select_cases(cases(quick=False), ["many_well"])
 parser = argparse.ArgumentParser()
-parser.add_argument("--generator-score", choices=("learned", "exact"), default="learned")
+parser.add_argument("--generator-score", choices=("learned", "exact", "pooled"), default="learned")
 parser.add_argument("--weight-exponent", type=float, default=2.0)
 parser.add_argument("--steps", type=int, default=2000)
 args = parser.parse_args()
@@ -82,8 +84,14 @@ def model():
     numpyro.factor("log_density", many_well.log_density(x))
 
 
-sampler = DiffusiveSampler(model, seed=0, **case.sampler, weight_exponent=args.weight_exponent)
-score_steps = case.fit["score_steps"] if args.generator_score == "learned" else 1
+sampler = DiffusiveSampler(
+    model,
+    seed=0,
+    **case.sampler,
+    weight_exponent=args.weight_exponent,
+    pool_size=4096 if args.generator_score == "pooled" else 0,
+)
+score_steps = 1 if args.generator_score == "exact" else case.fit["score_steps"]
 config, train_step = sampler.training_config(
     case.fit["batch_size"],
     case.fit["learning_rate"],

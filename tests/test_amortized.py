@@ -12,6 +12,7 @@ from numpyro.infer import MCMC
 
 from ppl_diffusion import DiffusiveSampler, DiGS
 from ppl_diffusion.diagnostics import mode_coverage
+from ppl_diffusion.inference.amortized import _pooled_noisy_score
 
 MODES = jnp.array([[-5.0, -5.0], [-5.0, 5.0], [5.0, -5.0], [5.0, 5.0]])
 MODE_STD = 0.6
@@ -78,7 +79,8 @@ def test_the_untrained_generator_spreads_over_output_scale_only_with_its_skip(sk
         assert np.all(spread < 0.15 * 3.0)
 
 
-def test_a_tiny_dikl_fit_reaches_both_modes_of_a_1d_mixture():
+@pytest.mark.parametrize("pool_size", [0, 512])
+def test_a_tiny_dikl_fit_reaches_both_modes_of_a_1d_mixture(pool_size):
     sampler = DiffusiveSampler(
         two_modes_1d,
         width=32,
@@ -87,12 +89,52 @@ def test_a_tiny_dikl_fit_reaches_both_modes_of_a_1d_mixture():
         num_particles=8,
         num_bridges=4,
         num_mala_steps=2,
+        pool_size=pool_size,
     )
-    sampler.fit(jax.random.PRNGKey(0), 300, batch_size=64, score_steps=3, progress_bar=False)
+    history = sampler.fit(
+        jax.random.PRNGKey(0), 300, batch_size=64, score_steps=3, progress_bar=False
+    )
     x = np.asarray(sampler.sample(jax.random.PRNGKey(1), 2000)["x"])
     near_left, near_right = np.mean(np.abs(x + 3) < 1.5), np.mean(np.abs(x - 3) < 1.5)
     # Equal weights: each mode holds half the mass; a collapsed generator would leave one empty.
     assert near_left > 0.2 and near_right > 0.2, (near_left, near_right)
+    if pool_size:
+        # In 1-D a pool of 512 is dense enough for most levels.
+        assert all(h["pooled_fraction"] > 0.5 for h in history), history
+    else:
+        assert "pooled_fraction" not in history[-1]
+
+
+def test_the_pooled_generator_score_is_a_gaussian_generators_and_falls_back_where_thin():
+    """A pool drawn from N(m, diag s²) gives the closed-form noisy score of N(αm, α²s² + σ²)
+    within its Monte-Carlo error (over 32 independent pools); where the pool's effective size
+    is below the threshold (σ tiny) each row keeps its fallback score."""
+    mean, scale = jnp.array([1.0, -2.0]), jnp.array([0.5, 2.0])
+    alpha, sigma = 0.3, float(np.sqrt(1 - 0.3**2))
+    num_rows, num_pools = 64, 32
+    key_noisy, key_pools = jax.random.split(jax.random.PRNGKey(0))
+    noisy_scale = jnp.sqrt(alpha**2 * scale**2 + sigma**2)
+    noisy = alpha * mean + noisy_scale * jax.random.normal(key_noisy, (num_rows, 2))
+    exact = -(noisy - alpha * mean) / noisy_scale**2
+    alphas, sigmas = jnp.full(num_rows, alpha), jnp.full(num_rows, sigma)
+    fallback = jnp.full((num_rows, 2), jnp.nan)
+
+    def estimate(key):
+        pool = mean + scale * jax.random.normal(key, (4096, 2))
+        return _pooled_noisy_score(noisy, alphas, sigmas, pool, fallback, 32.0)
+
+    estimates, pooled = jax.vmap(estimate)(jax.random.split(key_pools, num_pools))
+    assert bool(pooled.all())
+    standard_error = estimates.std(0, ddof=1) / np.sqrt(num_pools)
+    z = np.asarray((estimates.mean(0) - exact) / standard_error)
+    assert np.abs(z).max() < 5, np.abs(z).max()
+
+    pool = mean + scale * jax.random.normal(key_pools, (4096, 2))
+    fallback = jnp.ones((num_rows, 2))
+    tiny = jnp.full(num_rows, 1e-3)
+    score, pooled = _pooled_noisy_score(noisy, jnp.ones(num_rows), tiny, pool, fallback, 32.0)
+    assert not bool(pooled.any())
+    np.testing.assert_array_equal(score, fallback)
 
 
 @pytest.mark.slow
@@ -307,6 +349,9 @@ def test_constrained_sites_and_arviz_and_digs_initialisation():
         ({"beta_min": 0.8, "beta_max": 0.7}, "beta_min < beta_max"),
         ({"sigma_min": 0.0}, "sigma_min < sigma_max"),
         ({"weight_exponent": -1.0}, "weight_exponent"),
+        ({"pool_size": -1}, "pool_size"),
+        ({"min_pool_ess": 0.5}, "min_pool_ess"),
+        ({"objective": "vardiu", "pool_size": 16}, "pool_size"),
     ],
 )
 def test_invalid_sampler_configuration_is_rejected(kwargs, message):
