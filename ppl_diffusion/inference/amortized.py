@@ -42,7 +42,11 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from ppl_diffusion.inference.denoising import estimate_denoising_posterior, mixed_score
+from ppl_diffusion.inference.denoising import (
+    denoising_score,
+    estimate_denoising_posterior,
+    mixed_score,
+)
 from ppl_diffusion.inference.optim import apply_optimizer, make_optimizer
 from ppl_diffusion.parallel import chain_mesh
 from ppl_diffusion.target import Symmetry, make_target
@@ -839,7 +843,7 @@ def _pooled_noisy_score(noisy, alpha, sigma, pool, fallback, min_ess):
         log_weights = -jnp.sum((x_t - alpha * pool) ** 2, -1) / (2 * sigma**2)
         weights = jax.nn.softmax(log_weights)
         ess = 1.0 / jnp.sum(weights**2)
-        pooled = (alpha * (weights @ pool) - x_t) / sigma**2
+        pooled = denoising_score(x_t, alpha, sigma, weights @ pool)
         use_pool = ess >= min_ess
         return jnp.where(use_pool, pooled, fallback), use_pool
 
