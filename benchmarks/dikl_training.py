@@ -25,7 +25,7 @@ from ppl_diffusion.benchmarks.amortized import (
     mode_metric,
     quality,
 )
-from ppl_diffusion.benchmarks.noisy_score import noisy_mog40
+from ppl_diffusion.benchmarks.noisy_score import noisy_mog40_score
 from ppl_diffusion.benchmarks.report import (
     changed_settings_label,
     format_table,
@@ -38,7 +38,7 @@ from ppl_diffusion.models import get_model, many_well
 
 NOISY_SCORES = {
     "many_well": many_well.noisy_score,
-    "mog40": jax.vmap(lambda x, alpha, sigma: jax.grad(noisy_mog40(alpha, sigma).log_prob)(x)),
+    "mog40": noisy_mog40_score,
 }
 
 case_parser = argparse.ArgumentParser(add_help=False)

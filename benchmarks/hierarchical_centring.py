@@ -19,8 +19,6 @@ from pathlib import Path
 import arviz as az
 import jax
 import numpy as np
-import numpyro
-import numpyro.distributions as dist
 from numpyro.handlers import reparam
 from numpyro.infer import MCMC, NUTS
 from numpyro.infer.reparam import LocScaleReparam
@@ -28,23 +26,10 @@ from numpyro.infer.reparam import LocScaleReparam
 from ppl_diffusion import DiGS
 from ppl_diffusion.benchmarks import report
 from ppl_diffusion.benchmarks.baselines import gradient_cost_field
+from ppl_diffusion.models import normal_groups
 
-NUM_GROUPS = 8
 LIKELIHOOD_SDS = (0.1, 3.0, 15.0)
 SITES = ("mu", "tau", "theta")
-
-
-def groups(y, noise):
-    mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
-    tau = numpyro.sample("tau", dist.HalfCauchy(5.0))
-    with numpyro.plate("groups", NUM_GROUPS):
-        theta = numpyro.sample("theta", dist.Normal(mu, tau))
-        numpyro.sample("obs", dist.Normal(theta, noise), obs=y)
-
-
-def data(noise: float) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    return 1.0 + 3.0 * rng.standard_normal(NUM_GROUPS) + noise * rng.standard_normal(NUM_GROUPS)
 
 
 def run(kernel, y, noise) -> dict:
@@ -75,11 +60,13 @@ def main():
     rows = []
     with jax.enable_x64(True):
         for noise in LIKELIHOOD_SDS:
-            y = data(noise)
-            digs = DiGS(groups)
+            y = normal_groups.data(noise)
+            digs = DiGS(normal_groups.model)
             samplers = {
-                "NUTS as written": NUTS(groups),
-                "NUTS non-centred": NUTS(reparam(groups, config={"theta": LocScaleReparam(0)})),
+                "NUTS as written": NUTS(normal_groups.model),
+                "NUTS non-centred": NUTS(
+                    reparam(normal_groups.model, config={"theta": LocScaleReparam(0)})
+                ),
                 "DiGS": digs,
             }
             case = {name: run(kernel, y, noise) for name, kernel in samplers.items()}

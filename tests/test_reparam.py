@@ -8,7 +8,7 @@ import pytest
 from numpyro.infer import MCMC
 
 from ppl_diffusion import DiGS
-from ppl_diffusion.models import funnel
+from ppl_diffusion.models import funnel, normal_groups
 from ppl_diffusion.models.posteriors import posterior
 from ppl_diffusion.reparam import (
     CENTRED_ENOUGH,
@@ -16,27 +16,6 @@ from ppl_diffusion.reparam import (
     hierarchical_normal_sites,
     reparameterize,
 )
-
-NUM_GROUPS = 8
-
-
-def groups_model(y, noise, tau_location=None):
-    """Centred normal-normal groups; ``tau_location`` pins the group scale near one value."""
-    mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
-    tau_prior = (
-        dist.HalfCauchy(5.0)
-        if tau_location is None
-        else dist.LogNormal(jnp.log(tau_location), 1e-4)
-    )
-    tau = numpyro.sample("tau", tau_prior)
-    with numpyro.plate("groups", NUM_GROUPS):
-        theta = numpyro.sample("theta", dist.Normal(mu, tau))
-        numpyro.sample("obs", dist.Normal(theta, noise), obs=y)
-
-
-def group_data(noise):
-    rng = np.random.default_rng(0)
-    return 1.0 + 3.0 * rng.standard_normal(NUM_GROUPS) + noise * rng.standard_normal(NUM_GROUPS)
 
 
 def test_hierarchical_normal_sites_are_those_whose_prior_moves_with_other_latents():
@@ -56,19 +35,19 @@ def test_hierarchical_normal_sites_are_those_whose_prior_moves_with_other_latent
 
 def test_centering_is_the_conditional_shrinkage_of_a_normal_likelihood():
     # Likelihood precision 1 and a group scale held at 2: c = 2² / (2² + 1) for every group.
-    data = (group_data(1.0), 1.0, 2.0)
-    centering = choose_centering(jax.random.PRNGKey(1), groups_model, ["theta"], data)
+    data = (normal_groups.data(1.0), 1.0, 2.0)
+    centering = choose_centering(jax.random.PRNGKey(1), normal_groups.model, ["theta"], data)
     np.testing.assert_allclose(centering["theta"], 0.8, atol=1e-3)
 
 
 def test_centering_leaves_well_informed_groups_as_written_and_decentres_uninformed_ones():
     strong = choose_centering(
-        jax.random.PRNGKey(1), groups_model, ["theta"], (group_data(0.01), 0.01)
+        jax.random.PRNGKey(1), normal_groups.model, ["theta"], (normal_groups.data(0.01), 0.01)
     )
     assert np.min(strong["theta"]) > CENTRED_ENOUGH
-    assert reparameterize(groups_model, strong) is groups_model
+    assert reparameterize(normal_groups.model, strong) is normal_groups.model
     weak = choose_centering(
-        jax.random.PRNGKey(1), groups_model, ["theta"], (group_data(15.0), 15.0)
+        jax.random.PRNGKey(1), normal_groups.model, ["theta"], (normal_groups.data(15.0), 15.0)
     )
     assert np.max(weak["theta"]) < 0.5
     no_data = choose_centering(jax.random.PRNGKey(1), funnel.model, ["x"])

@@ -51,14 +51,20 @@ def noisy_mog40(alpha, sigma) -> dist.Distribution:
     )
 
 
+def noisy_mog40_score(noisy: jax.Array, alpha: jax.Array, sigma: jax.Array) -> jax.Array:
+    """Exact score of mog40 noised as x_t = αx + σε, for ``(n, 2)`` points ``noisy`` with
+    per-row ``alpha`` and ``sigma`` of shape ``(n,)``."""
+    return jax.vmap(lambda x, a, s: jax.grad(noisy_mog40(a, s).log_prob)(x))(noisy, alpha, sigma)
+
+
 def level_errors(
     estimator: NoisyTargetScore, key, alpha, sigma, num_points: int, num_repeats: int
 ) -> dict:
     key_clean, key_noise, key_estimate = jax.random.split(key, 3)
     clean = mog40.sample_exact(key_clean, num_points)["x"]
     noisy = alpha * clean + sigma * jax.random.normal(key_noise, clean.shape)
-    exact = jax.vmap(jax.grad(noisy_mog40(alpha, sigma).log_prob))(noisy)
     ones = jnp.ones(num_points)
+    exact = noisy_mog40_score(noisy, alpha * ones, sigma * ones)
 
     def estimate(key):
         return estimator(key, noisy, alpha * ones, sigma * ones, clean)
