@@ -12,6 +12,7 @@ the defaults>.{json,txt,png}.
 """
 
 import argparse
+import inspect
 from pathlib import Path
 
 import jax
@@ -44,21 +45,29 @@ NOISY_SCORES = {
 case_parser = argparse.ArgumentParser(add_help=False)
 case_parser.add_argument("--case", choices=tuple(NOISY_SCORES), default="many_well")
 (case,) = select_cases(cases(quick=False), [case_parser.parse_known_args()[0].case])
+SAMPLER_DEFAULTS = inspect.signature(DiffusiveSampler).parameters
+
+
+def sampler_default(name: str):
+    """The case's setting of ``name``, else the library's default: what the suite trains with."""
+    return case.sampler.get(name, SAMPLER_DEFAULTS[name].default)
+
+
 parser = argparse.ArgumentParser(parents=[case_parser])
 parser.set_defaults(case=case.name)  # the folder names the case, not the file
 parser.add_argument("--score", choices=("estimate", "exact"), default="estimate")
-parser.add_argument("--weight-exponent", type=float, default=2.0)
+parser.add_argument("--weight-exponent", type=float, default=sampler_default("weight_exponent"))
 parser.add_argument("--steps", type=int, default=3000)
 parser.add_argument("--learning-rate", type=float, default=case.fit["learning_rate"])
 parser.add_argument("--score-steps", type=int, default=case.fit["score_steps"])
-parser.add_argument("--width", type=int, default=case.sampler["width"])
-parser.add_argument("--depth", type=int, default=case.sampler["depth"])
-parser.add_argument("--beta-min", type=float, default=1e-4)
-parser.add_argument("--beta-max", type=float, default=0.5)
-parser.add_argument("--pool-size", type=int, default=0)
-parser.add_argument("--particles", type=int, default=case.sampler.get("num_particles", 10))
-parser.add_argument("--bridges", type=int, default=case.sampler.get("num_bridges", 15))
-parser.add_argument("--mala-steps", type=int, default=case.sampler.get("num_mala_steps", 5))
+parser.add_argument("--width", type=int, default=sampler_default("width"))
+parser.add_argument("--depth", type=int, default=sampler_default("depth"))
+parser.add_argument("--beta-min", type=float, default=sampler_default("beta_min"))
+parser.add_argument("--beta-max", type=float, default=sampler_default("beta_max"))
+parser.add_argument("--pool-size", type=int, default=sampler_default("pool_size"))
+parser.add_argument("--particles", type=int, default=sampler_default("num_particles"))
+parser.add_argument("--bridges", type=int, default=sampler_default("num_bridges"))
+parser.add_argument("--mala-steps", type=int, default=sampler_default("num_mala_steps"))
 args = parser.parse_args()
 
 
