@@ -1,6 +1,7 @@
 """What holds a DiKL generator back on many_well or mog40: its training curve with the target's
 noisy score estimated (as the amortized suite trains) or exact (`--score exact`), under other
-level weights, generator-score pools, schedules and networks.
+level weights, generator-score pools, schedules and networks; `--objective vardiu` trains
+the same generator by VarDiU instead (VE noise from `--sigma-min` to `--sigma-max`).
 
 python benchmarks/dikl_training.py [--case mog40] --score exact [--weight-exponent 2] [--steps 3000]
 
@@ -13,6 +14,7 @@ the defaults>.{json,txt,png}.
 
 import argparse
 import inspect
+import time
 from pathlib import Path
 
 import jax
@@ -55,11 +57,14 @@ def sampler_default(name: str):
 
 parser = argparse.ArgumentParser(parents=[case_parser])
 parser.set_defaults(case=case.name)  # the folder names the case, not the file
+parser.add_argument("--objective", choices=("dikl", "vardiu"), default="dikl")
 parser.add_argument("--score", choices=("estimate", "exact"), default="estimate")
 parser.add_argument("--weight-exponent", type=float, default=sampler_default("weight_exponent"))
 parser.add_argument("--steps", type=int, default=3000)
 parser.add_argument("--learning-rate", type=float, default=case.fit["learning_rate"])
 parser.add_argument("--score-steps", type=int, default=case.fit["score_steps"])
+# VarDiU's encoder trains at the rate the case gives DiKL's score network.
+parser.add_argument("--encoder-learning-rate", type=float, default=case.fit["score_learning_rate"])
 parser.add_argument("--width", type=int, default=sampler_default("width"))
 parser.add_argument("--depth", type=int, default=sampler_default("depth"))
 parser.add_argument("--beta-min", type=float, default=sampler_default("beta_min"))
@@ -68,7 +73,18 @@ parser.add_argument("--pool-size", type=int, default=sampler_default("pool_size"
 parser.add_argument("--particles", type=int, default=sampler_default("num_particles"))
 parser.add_argument("--bridges", type=int, default=sampler_default("num_bridges"))
 parser.add_argument("--mala-steps", type=int, default=sampler_default("num_mala_steps"))
+parser.add_argument("--sigma-min", type=float, default=sampler_default("sigma_min"))
+parser.add_argument("--sigma-max", type=float, default=sampler_default("sigma_max"))
 args = parser.parse_args()
+ONLY_FOR = {
+    "dikl": ("score_steps", "weight_exponent", "beta_min", "beta_max", "pool_size"),
+    "vardiu": ("encoder_learning_rate", "sigma_min", "sigma_max"),
+}
+other_objective = "vardiu" if args.objective == "dikl" else "dikl"
+if misplaced := [
+    name for name in ONLY_FOR[other_objective] if getattr(args, name) != parser.get_default(name)
+]:
+    parser.error(f"{', '.join(misplaced)}: only for --objective {other_objective}")
 
 
 class ExactScoreSampler(DiffusiveSampler):
@@ -95,24 +111,30 @@ sampler = sampler_class(
         "num_particles": args.particles,
         "num_bridges": args.bridges,
         "num_mala_steps": args.mala_steps,
+        "objective": args.objective,
+        "sigma_min": args.sigma_min,
+        "sigma_max": args.sigma_max,
     },
 )
+fit_settings = case.fit | {"num_steps": args.steps, "learning_rate": args.learning_rate}
+if args.objective == "dikl":
+    fit_settings["score_steps"] = args.score_steps
+else:
+    fit_settings = {k: v for k, v in fit_settings.items() if not k.startswith("score_")}
+    fit_settings["encoder_learning_rate"] = args.encoder_learning_rate
+start, wall_start = time.perf_counter(), time.time()
 history = sampler.fit(
     keys[2],
-    **case.fit
-    | {
-        "num_steps": args.steps,
-        "score_steps": args.score_steps,
-        "learning_rate": args.learning_rate,
-    },
+    **fit_settings,
     eval_every=200,
     eval_fn=lambda draws: mode_metric(np.asarray(draws), reference, builtin),
     progress_bar=False,
 )
+train_time_s = time.perf_counter() - start
 draws = np.asarray(sampler.sample_unconstrained(keys[3], NUM_POINTS))
 final = quality(draws, reference, builtin)
 metric = METRIC_NAMES[args.case].replace("-", "_").replace(" ", "_")
-results = {"settings": vars(args), "final": final}
+results = {"settings": vars(args), "train_time_s": train_time_s, "final": final}
 if args.case == "many_well":
     results |= {
         "right_well_occupancy": (draws[:, 0::2] > 0).mean(0).round(3).tolist(),
@@ -122,15 +144,20 @@ else:
     nearest = np.min(np.linalg.norm(draws[:, None] - np.asarray(builtin.modes), axis=-1), 1)
     final["beyond_3_sd"] = float(np.mean(nearest > 3 * builtin.mode_std))
 results["curve"] = [
-    {"step": h["step"], metric: h["metric"]}
+    {"step": h["step"], "time_s": h["time"] - wall_start, metric: h["metric"]}
     | ({"pooled_fraction": h["pooled_fraction"]} if "pooled_fraction" in h else {})
     for h in history
 ]
 columns = list(results["curve"][0])
 table = format_table(
-    columns, [[str(c["step"])] + [f"{c[k]:.4f}" for k in columns[1:]] for c in results["curve"]]
+    columns,
+    [
+        [str(c["step"])] + [f"{c[k]:.0f}" if k == "time_s" else f"{c[k]:.4f}" for k in columns[1:]]
+        for c in results["curve"]
+    ],
 )
 table += "\nfinal: " + ", ".join(f"{k} {v:.4f}" for k, v in final.items())
+table += f"\ntraining: {train_time_s:.0f} s (evaluations included)"
 print(table)
 figure = new_figure((5, 3.5))
 axis = figure.subplots()
