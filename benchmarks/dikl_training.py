@@ -67,6 +67,7 @@ parser.add_argument("--score-steps", type=int, default=case.fit["score_steps"])
 parser.add_argument("--encoder-learning-rate", type=float, default=case.fit["score_learning_rate"])
 parser.add_argument("--width", type=int, default=sampler_default("width"))
 parser.add_argument("--depth", type=int, default=sampler_default("depth"))
+parser.add_argument("--latent-dim", type=int, default=sampler_default("latent_dim"))
 parser.add_argument("--beta-min", type=float, default=sampler_default("beta_min"))
 parser.add_argument("--beta-max", type=float, default=sampler_default("beta_max"))
 parser.add_argument("--pool-size", type=int, default=sampler_default("pool_size"))
@@ -104,6 +105,7 @@ sampler = sampler_class(
     | {
         "width": args.width,
         "depth": args.depth,
+        "latent_dim": args.latent_dim,
         "weight_exponent": args.weight_exponent,
         "beta_min": args.beta_min,
         "beta_max": args.beta_max,
