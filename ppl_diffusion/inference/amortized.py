@@ -571,9 +571,10 @@ class DiffusiveSampler:
 
         DiKL takes ``score_steps`` (default 10) score-network steps per generator step, at
         ``score_learning_rate`` (default: ``learning_rate``); VarDiU trains its encoder
-        alongside the generator at ``encoder_learning_rate`` (default: ``learning_rate``). Give
-        the encoder a faster rate than the generator: on mog40, with both at 3e-4 VarDiU fell
-        onto 2 of the 40 modes, with the encoder at 1e-3 it kept 39 (``benchmarks/README.md``).
+        alongside the generator at ``encoder_learning_rate`` (default: ``learning_rate``). The
+        encoder's rate decides whether VarDiU keeps the modes: on mog40 an encoder at 1e-3
+        kept 39 or 40 of the 40 with the generator at 3e-4 or 1e-3, while at 3e-4 or 3e-3 it
+        fell onto 2 or 8 within 200 steps (``benchmarks/README.md``).
         Giving one objective's setting to the other raises ``ValueError``.
 
         With ``checkpoint_path`` set, state is saved every ``checkpoint_every`` steps and at the
