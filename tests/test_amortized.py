@@ -217,6 +217,7 @@ def two_sites():
         (lambda: DiffusiveSampler(gaussian_2d, width=32, depth=2), "log_density"),
         # Same dimension, other sites.
         (lambda: DiffusiveSampler(two_sites, width=32, depth=2), "sites"),
+        (lambda: DiffusiveSampler(four_modes, width=32, depth=2, fourier_features=4), "fourier"),
     ],
 )
 def test_checkpoint_of_another_sampler_is_refused_by_load_and_fit(tmp_path, other, message):
@@ -302,6 +303,25 @@ def test_a_second_fit_reuses_the_compiled_training_step(objective, settings):
     assert [m for m in messages if m.startswith("Compiling")] == []
 
 
+def test_the_generators_fourier_features_stay_fixed_while_its_mlp_trains():
+    sampler = DiffusiveSampler(
+        four_modes,
+        width=8,
+        depth=1,
+        fourier_features=4,
+        num_particles=2,
+        num_bridges=1,
+        num_mala_steps=0,
+    )
+    before = sampler.generator
+    assert before.frequencies.shape == (4, 2)
+    sampler.fit(
+        jax.random.PRNGKey(0), 2, batch_size=8, score_steps=1, ema_decay=0.0, progress_bar=False
+    )
+    np.testing.assert_array_equal(sampler.generator.frequencies, before.frequencies)
+    assert not np.allclose(sampler.generator.mlp.layers[0].weight, before.mlp.layers[0].weight)
+
+
 @pytest.mark.parametrize(
     "objective, settings, message",
     [
@@ -352,6 +372,8 @@ def test_constrained_sites_and_arviz_and_digs_initialisation():
         ({"pool_size": -1}, "pool_size"),
         ({"min_pool_ess": 0.5}, "min_pool_ess"),
         ({"objective": "vardiu", "pool_size": 16}, "pool_size"),
+        ({"fourier_features": -1}, "fourier_features"),
+        ({"fourier_scale": 0.0}, "fourier_scale"),
     ],
 )
 def test_invalid_sampler_configuration_is_rejected(kwargs, message):
