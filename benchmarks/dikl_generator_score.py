@@ -21,7 +21,6 @@ Writes results/dikl_generator_score/<the settings changed from the defaults>.{js
 """
 
 import argparse
-import time
 from pathlib import Path
 
 import equinox as eqx
@@ -29,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ppl_diffusion.benchmarks.amortized import NUM_POINTS, cases, mode_metric, quality
+from ppl_diffusion.benchmarks.amortized import NUM_POINTS, cases, train_and_assess
 from ppl_diffusion.benchmarks.noisy_score import noisy_mog40_score
 from ppl_diffusion.benchmarks.report import (
     changed_settings_label,
@@ -113,19 +112,9 @@ sampler = DiffusiveSampler(
 width, depth = case.sampler["width"], case.sampler["depth"]
 if args.network != "standard":
     sampler.score_network = make_network(args.network, sampler, width, depth, keys[4])
-start = time.perf_counter()
-sampler.fit(
-    keys[2],
-    **case.fit | {"num_steps": args.steps},
-    eval_every=250,
-    eval_fn=lambda draws: mode_metric(np.asarray(draws), reference, builtin),
-    progress_bar=False,
+train_time_s, _, final = train_and_assess(
+    sampler, builtin, reference, keys, eval_every=250, **case.fit | {"num_steps": args.steps}
 )
-train_time_s = time.perf_counter() - start
-draws = np.asarray(sampler.sample_unconstrained(keys[3], NUM_POINTS))
-final = quality(draws, reference, builtin)
-nearest = np.min(np.linalg.norm(draws[:, None] - np.asarray(builtin.modes), axis=-1), 1)
-final["beyond_3_sd"] = float(np.mean(nearest > 3 * builtin.mode_std))
 
 state = sampler._state
 generator = state.generator  # the weights training moves, which the score network follows

@@ -26,8 +26,7 @@ from ppl_diffusion.benchmarks.amortized import (
     NUM_POINTS,
     ExactNoisyScore,
     cases,
-    mode_metric,
-    quality,
+    train_and_assess,
 )
 from ppl_diffusion.benchmarks.noisy_score import noisy_mog40_score
 from ppl_diffusion.benchmarks.report import (
@@ -136,17 +135,10 @@ if args.objective == "dikl":
 else:
     fit_settings = {k: v for k, v in fit_settings.items() if not k.startswith("score_")}
     fit_settings["encoder_learning_rate"] = args.encoder_learning_rate
-start, wall_start = time.perf_counter(), time.time()
-history = sampler.fit(
-    keys[2],
-    **fit_settings,
-    eval_every=200,
-    eval_fn=lambda draws: mode_metric(np.asarray(draws), reference, builtin),
-    progress_bar=False,
+wall_start = time.time()
+train_time_s, draws, final = train_and_assess(
+    sampler, builtin, reference, keys, eval_every=200, **fit_settings
 )
-train_time_s = time.perf_counter() - start
-draws = np.asarray(sampler.sample_unconstrained(keys[3], NUM_POINTS))
-final = quality(draws, reference, builtin)
 metric = METRIC_NAMES[args.case].replace("-", "_").replace(" ", "_")
 results = {"settings": vars(args), "train_time_s": train_time_s, "final": final}
 if args.case == "many_well":
@@ -154,13 +146,10 @@ if args.case == "many_well":
         "right_well_occupancy": (draws[:, 0::2] > 0).mean(0).round(3).tolist(),
         "exact_right_well_probability": many_well.right_well_probability(),
     }
-else:
-    nearest = np.min(np.linalg.norm(draws[:, None] - np.asarray(builtin.modes), axis=-1), 1)
-    final["beyond_3_sd"] = float(np.mean(nearest > 3 * builtin.mode_std))
 results["curve"] = [
     {"step": h["step"], "time_s": h["time"] - wall_start, metric: h["metric"]}
     | ({"pooled_fraction": h["pooled_fraction"]} if "pooled_fraction" in h else {})
-    for h in history
+    for h in sampler.history
 ]
 columns = list(results["curve"][0])
 table = format_table(

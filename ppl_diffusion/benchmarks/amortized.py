@@ -235,6 +235,32 @@ def quality(draws: np.ndarray, reference: np.ndarray, builtin) -> dict:
     return row
 
 
+def train_and_assess(
+    sampler: DiffusiveSampler, builtin, reference: np.ndarray, keys, eval_every: int, **fit
+) -> tuple[float, np.ndarray, dict]:
+    """Train ``sampler`` (``fit`` settings) with the suite's keys for one seed, following the
+    target's mode metric every ``eval_every`` steps; return the training time, ``NUM_POINTS``
+    draws and their :func:`quality`, on a target with modes also the fraction of draws farther
+    than 3 mode standard deviations from every mode (``beyond_3_sd``): what the diagnostic
+    training scripts in ``benchmarks/`` report."""
+    start = time.perf_counter()
+    sampler.fit(
+        keys[2],
+        **fit,
+        eval_every=eval_every,
+        eval_fn=lambda draws: mode_metric(np.asarray(draws), reference, builtin),
+        progress_bar=False,
+    )
+    train_time_s = time.perf_counter() - start
+    draws = np.asarray(sampler.sample_unconstrained(keys[3], NUM_POINTS))
+    final = quality(draws, reference, builtin)
+    if builtin.modes is not None:
+        modes = np.asarray(builtin.modes)
+        nearest = np.min(np.linalg.norm(draws[:, None] - modes, axis=-1), 1)
+        final["beyond_3_sd"] = float(np.mean(nearest > 3 * builtin.mode_std))
+    return train_time_s, draws, final
+
+
 MCMC_WARMUP = 500
 SHORT_WARMUPS = (50, 150)
 """Warmup lengths at which DiGS runs from default and from generator starts."""
