@@ -37,7 +37,11 @@ from ppl_diffusion.benchmarks.report import (
     select_cases,
     write_report,
 )
-from ppl_diffusion.inference.amortized import ConditionalMLP, DiffusiveSampler
+from ppl_diffusion.inference.amortized import (
+    ConditionalMLP,
+    DiffusiveSampler,
+    pooled_noisy_score,
+)
 from ppl_diffusion.inference.optim import apply_optimizer, make_optimizer
 from ppl_diffusion.models import get_model
 
@@ -127,12 +131,9 @@ queries = jax.vmap(generator)(jax.random.normal(key_queries, (NUM_QUERIES, sampl
 @jax.jit
 def pooled_score(noisy, alpha, sigma):
     """The generator's noisy score at each row of ``noisy`` and the effective sample size."""
-
-    def one(x_t):
-        weights = jax.nn.softmax(-jnp.sum((x_t - alpha * pool) ** 2, -1) / (2 * sigma**2))
-        return (alpha * (weights @ pool) - x_t) / sigma**2, 1.0 / jnp.sum(weights**2)
-
-    return jax.lax.map(one, noisy, batch_size=50)
+    return jax.lax.map(
+        lambda x_t: pooled_noisy_score(x_t, alpha, sigma, pool), noisy, batch_size=50
+    )
 
 
 def network_score(network, noisy, level):

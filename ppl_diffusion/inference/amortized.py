@@ -886,17 +886,23 @@ def _check_count(name: str, value) -> None:
         raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
 
 
+def pooled_noisy_score(x_t: Array, alpha, sigma, pool: Array) -> tuple[Array, Array]:
+    """The noisy score ∇log q_t(x_t) = (α E[x | x_t] − x_t)/σ² of the distribution that
+    ``pool`` (rows of draws) samples, at one point ``x_t``, with E[x | x_t] a self-normalised
+    importance average of the pool (weights N(x_t; α x_i, σ²)); and the weights' effective
+    sample size, which says whether the pool is dense enough there to trust it."""
+    log_weights = -jnp.sum((x_t - alpha * pool) ** 2, -1) / (2 * sigma**2)
+    weights = jax.nn.softmax(log_weights)
+    return denoising_score(x_t, alpha, sigma, weights @ pool), 1.0 / jnp.sum(weights**2)
+
+
 def _pooled_noisy_score(noisy, alpha, sigma, pool, fallback, min_ess):
-    """The generator's noisy score from a pool of its own draws, ∇log q_t(x_t) =
-    (α E[x | x_t] − x_t)/σ² with E[x | x_t] a self-normalised importance average of the pool
-    (weights N(x_t; α x_i, σ²)), in the rows where the weights' effective sample size reaches
-    ``min_ess``; ``fallback`` in the others. Also says which rows used the pool."""
+    """The generator's noisy score from a pool of its own draws (:func:`pooled_noisy_score`)
+    in the rows where the effective sample size reaches ``min_ess``; ``fallback`` in the
+    others. Also says which rows used the pool."""
 
     def one(x_t, alpha, sigma, fallback):
-        log_weights = -jnp.sum((x_t - alpha * pool) ** 2, -1) / (2 * sigma**2)
-        weights = jax.nn.softmax(log_weights)
-        ess = 1.0 / jnp.sum(weights**2)
-        pooled = denoising_score(x_t, alpha, sigma, weights @ pool)
+        pooled, ess = pooled_noisy_score(x_t, alpha, sigma, pool)
         use_pool = ess >= min_ess
         return jnp.where(use_pool, pooled, fallback), use_pool
 
