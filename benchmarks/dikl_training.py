@@ -1,7 +1,8 @@
 """What holds a DiKL generator back on many_well or mog40: its training curve with the target's
 noisy score estimated (as the amortized suite trains) or exact (`--score exact`), under other
-level weights, generator-score pools, schedules, networks and batch sizes; `--objective vardiu`
-trains the same generator by VarDiU instead (VE noise from `--sigma-min` to `--sigma-max`).
+level weights, generator-score pools, schedules, weight averages, networks and batch sizes;
+`--objective vardiu` trains the same generator by VarDiU instead (VE noise from `--sigma-min`
+to `--sigma-max`).
 
 python benchmarks/dikl_training.py [--case mog40] --score exact [--weight-exponent 2] [--steps 3000]
 
@@ -64,6 +65,11 @@ parser.add_argument("--steps", type=int, default=3000)
 parser.add_argument("--learning-rate", type=float, default=case.fit["learning_rate"])
 parser.add_argument("--score-steps", type=int, default=case.fit["score_steps"])
 parser.add_argument("--batch-size", type=int, default=case.fit["batch_size"])
+parser.add_argument(
+    "--ema-decay",
+    type=float,
+    default=inspect.signature(DiffusiveSampler.fit).parameters["ema_decay"].default,
+)
 # VarDiU's encoder trains at the rate the case gives DiKL's score network.
 parser.add_argument("--encoder-learning-rate", type=float, default=case.fit["score_learning_rate"])
 parser.add_argument("--width", type=int, default=sampler_default("width"))
@@ -129,6 +135,7 @@ fit_settings = case.fit | {
     "num_steps": args.steps,
     "learning_rate": args.learning_rate,
     "batch_size": args.batch_size,
+    "ema_decay": args.ema_decay,
 }
 if args.objective == "dikl":
     fit_settings["score_steps"] = args.score_steps
