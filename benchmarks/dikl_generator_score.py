@@ -41,6 +41,7 @@ from ppl_diffusion.inference.amortized import (
     ConditionalMLP,
     DiffusiveSampler,
     pooled_noisy_score,
+    score_matching_loss,
 )
 from ppl_diffusion.inference.optim import apply_optimizer, make_optimizer
 from ppl_diffusion.models import get_model
@@ -174,6 +175,18 @@ def network_errors(network) -> list[dict]:
     return rows
 
 
+# The settings DiKL's score-matching loss reads: the levels and a batch of FIT_BATCH.
+fit_config, _ = sampler.training_config(
+    batch_size=FIT_BATCH,
+    learning_rate=case.fit["learning_rate"],
+    score_learning_rate=case.fit["score_learning_rate"],
+    score_steps=1,
+    encoder_learning_rate=None,
+    ema_decay=0.0,
+    clip_norm=10.0,
+)
+
+
 def fit_to_frozen_generator(kind: str):
     network = make_network(kind, sampler, width, depth, jax.random.fold_in(key_fit, 1))
     optimizer = make_optimizer(case.fit["score_learning_rate"])
@@ -181,17 +194,7 @@ def fit_to_frozen_generator(kind: str):
 
     @eqx.filter_jit
     def step(network, opt_state, key):
-        key_z, key_level, key_eps = jax.random.split(key, 3)
-        x = jax.vmap(generator)(jax.random.normal(key_z, (FIT_BATCH, sampler.dim)))
-        level = jax.random.randint(key_level, (FIT_BATCH,), 0, num_levels)
-        eps = jax.random.normal(key_eps, x.shape)
-        noisy = sampler.alphas[level][:, None] * x + sampler.sigmas[level][:, None] * eps
-
-        def loss(network):
-            predicted = jax.vmap(network)(noisy, level / num_levels)
-            return jnp.mean(jnp.sum((predicted - eps) ** 2, -1))
-
-        grads = eqx.filter_grad(loss)(network)
+        grads = eqx.filter_grad(score_matching_loss)(network, generator, key, fit_config)
         return apply_optimizer(optimizer, network, grads, opt_state)
 
     for i in range(FIT_STEPS):

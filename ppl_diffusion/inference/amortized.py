@@ -256,6 +256,28 @@ def _latent_normal(key: Array, num: int, generator: Generator, rows: NamedShardi
     return jax.lax.with_sharding_constraint(z, rows)
 
 
+def _noisy_batch(key: Array, generator: Generator, config: DiKLConfig):
+    """``config.batch_size`` draws x of ``generator``, each noised at a uniformly drawn level:
+    (level, ε, x_t = α x + σ ε, α, σ, x)."""
+    key_z, key_t, key_eps = jax.random.split(key, 3)
+    x = jax.vmap(generator)(_latent_normal(key_z, config.batch_size, generator, config.rows))
+    level = jax.random.randint(key_t, (config.batch_size,), 0, config.alphas.shape[0])
+    eps = jax.random.normal(key_eps, x.shape)
+    alpha, sigma = config.alphas[level], config.sigmas[level]
+    return level, eps, alpha[:, None] * x + sigma[:, None] * eps, alpha, sigma, x
+
+
+def score_matching_loss(
+    score_network: Callable, generator: Generator, key: Array, config: DiKLConfig
+) -> Array:
+    """The denoising-score-matching loss that DiKL's score network (any network called as
+    ``network(x_t, level / num_levels)``, predicting ε) minimises on a fresh batch of
+    ``generator`` draws."""
+    level, eps, noisy, *_ = _noisy_batch(key, generator, config)
+    pred = jax.vmap(score_network)(jax.lax.stop_gradient(noisy), level / config.alphas.shape[0])
+    return jnp.mean(jnp.sum((pred - eps) ** 2, -1))
+
+
 @eqx.filter_jit
 def dikl_step(state: DiKLState, key: Array, config: DiKLConfig) -> tuple[DiKLState, dict]:
     """One DiKL step: ``score_steps`` denoising-score-matching steps of the score network on
@@ -266,25 +288,14 @@ def dikl_step(state: DiKLState, key: Array, config: DiKLConfig) -> tuple[DiKLSta
     key_score_network, key_gen, key_target, key_pool = jax.random.split(key, 4)
     num_levels = config.alphas.shape[0]
 
-    def noisy_batch(key, generator):
-        key_z, key_t, key_eps = jax.random.split(key, 3)
-        x = jax.vmap(generator)(_latent_normal(key_z, config.batch_size, generator, config.rows))
-        level = jax.random.randint(key_t, (config.batch_size,), 0, num_levels)
-        eps = jax.random.normal(key_eps, x.shape)
-        alpha, sigma = config.alphas[level], config.sigmas[level]
-        return level, eps, alpha[:, None] * x + sigma[:, None] * eps, alpha, sigma, x
-
-    def dsm_loss(score_network, key):
-        level, eps, noisy, *_ = noisy_batch(key, state.generator)
-        pred = jax.vmap(score_network)(jax.lax.stop_gradient(noisy), level / num_levels)
-        return jnp.mean(jnp.sum((pred - eps) ** 2, -1))
-
     # scan carries arrays only; the network's static parts (activations) stay outside.
     params, static = eqx.partition(state.score_network, eqx.is_array)
 
     def score_network_update(carry, key):
         params, opt_state = carry
-        loss, grads = eqx.filter_value_and_grad(dsm_loss)(eqx.combine(params, static), key)
+        loss, grads = eqx.filter_value_and_grad(score_matching_loss)(
+            eqx.combine(params, static), state.generator, key, config
+        )
         updates, opt_state = config.score_optimizer.update(grads, opt_state, params)
         return (eqx.apply_updates(params, updates), opt_state), loss
 
@@ -295,7 +306,7 @@ def dikl_step(state: DiKLState, key: Array, config: DiKLConfig) -> tuple[DiKLSta
     )
     score_network = eqx.combine(params, static)
 
-    level, _, noisy, alpha, sigma, draws = noisy_batch(key_gen, state.generator)
+    level, _, noisy, alpha, sigma, draws = _noisy_batch(key_gen, state.generator, config)
     target_score = config.target_score(key_target, noisy, alpha, sigma, draws)
     model_score = -jax.vmap(score_network)(noisy, level / num_levels) / sigma[:, None]
     metrics = {}
@@ -312,7 +323,7 @@ def dikl_step(state: DiKLState, key: Array, config: DiKLConfig) -> tuple[DiKLSta
 
     def generator_loss(generator):
         # Same key, so x_t is the batch above, now as a function of θ.
-        noisy_theta = noisy_batch(key_gen, generator)[2]
+        noisy_theta = _noisy_batch(key_gen, generator, config)[2]
         return jnp.mean(jnp.sum(direction * noisy_theta, -1))
 
     loss, grads = eqx.filter_value_and_grad(generator_loss)(state.generator)
